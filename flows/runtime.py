@@ -1,0 +1,57 @@
+"""Starting and stopping the local Ray that every flow runs on.
+
+On a laptop-sized machine Ray's defaults deadlock or crawl (see DESIGN.md "Facts measured"):
+actors asking for whole CPUs starve Ray Data, `/tmp/ray` may be shared with other users, and
+Serve is much faster in its throughput-optimized mode. This is the one place those choices
+are made.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+log = logging.getLogger(__name__)
+
+# Serve's high-throughput mode (HAProxy ingress, gRPC between replicas): must be in the
+# environment of every Ray process, so it is set before Ray starts.
+SERVE_FAST_ENV = {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}
+
+
+@dataclass(frozen=True)
+class RayConfig:
+    address: str | None = None  # an existing cluster ("auto", "ray://..."); None starts one
+    num_cpus: int | None = None  # logical CPUs of a local Ray; None = physical cores x 2
+    fast_serve: bool = True
+    temp_dir: str | None = None  # None: a private folder under the system temp dir
+
+
+@contextlib.contextmanager
+def start_ray(cfg: RayConfig | None = None) -> Iterator[None]:
+    """Start (or join) Ray for the duration of a `with` block, and shut it down after."""
+    import ray
+
+    cfg = cfg or RayConfig()
+    if ray.is_initialized():  # nested flows (demo -> train) share the running Ray
+        yield
+        return
+    if cfg.fast_serve:
+        os.environ.update(SERVE_FAST_ENV)
+    os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "0")
+    # Ray Train's V2 API is the default in 2.60; keep logs quiet enough to read progress.
+    kwargs: dict = {"include_dashboard": False, "log_to_driver": True,
+                    "configure_logging": True, "logging_level": logging.WARNING}
+    if cfg.address:
+        ray.init(address=cfg.address, **kwargs)
+    else:
+        ncpu = cfg.num_cpus or 2 * (os.cpu_count() or 1)
+        temp = cfg.temp_dir or tempfile.mkdtemp(prefix="warmstart-ray-")
+        ray.init(num_cpus=ncpu, _temp_dir=temp, **kwargs)
+    try:
+        yield
+    finally:
+        ray.shutdown()

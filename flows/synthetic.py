@@ -1,0 +1,415 @@
+"""The synthetic retail world: catalog, users and the true click model.
+
+The generator samples interactions from this world, and evaluation scores models against it:
+the same `World` answers "how likely is this click" (the AUC oracle) and "how many clicks do
+we expect on each item from this user" (the recall oracle). Modeled on the Retail Demo Store
+generator: a persona of three categories (0.6/0.25/0.15), a preferred style per category (the
+"neighbourhood" of similar products), sessions that cluster at midday, and a device and time
+of day that shift which categories a user clicks.
+
+Shapes: U users, I items, C categories, S sessions, D devices (3), T time slots (4).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+# Category -> (share of the Retail Demo Store catalog, styles); counts taken from that catalog.
+CATALOG_SHAPE: dict[str, tuple[int, tuple[str, ...]]] = {
+    "furniture": (245, ("chairs", "dressers", "sofas", "tables")),
+    "apparel": (231, ("jacket", "scarf", "shirt", "socks")),
+    "accessories": (228, ("backpack", "bag", "belt", "glasses", "handbag", "watch")),
+    "housewares": (217, ("bowls", "consumable", "kitchen", "salon")),
+    "seasonal": (217, ("christmas", "easter", "halloween", "valentine")),
+    "groceries": (195, ("bakery", "dairy", "fruits", "meat", "seafood", "vegetables")),
+    "homedecor": (194, ("bedroom", "clock", "cushion", "decorative", "lighting")),
+    "footwear": (188, ("boot", "formal", "sandals", "sneaker")),
+    "instruments": (167, ("keys", "microphone", "percussion", "strings", "wind")),
+    "floral": (127, ("arrangement", "bouquet", "centerpiece", "plant", "wreath")),
+    "electronics": (104, ("cable", "camera", "computer", "headphones", "keyboard", "speaker",
+                          "television")),
+    "outdoors": (92, ("camping", "fishing", "kayaking", "pet")),
+    "jewelry": (90, ("bracelet", "earrings", "necklace")),
+    "beauty": (60, ("bathing", "grooming")),
+    "tools": (59, ("axe", "drill", "hammer", "knife", "plier", "saw", "screwdriver", "set",
+                   "wrench")),
+    "books": (35, ("cooking", "travel")),
+    "food service": (8, ("nachos", "other cuisine", "pizza", "sandwiches/wraps", "seafood",
+                         "soup and salad")),
+    "salty snacks": (4, ("nuts/seeds", "potato chips")),
+    "cold dispensed": (3, ("fountain-carbonated", "fountain-non-carbonated")),
+    "hot dispensed": (1, ("hot chocolate",)),
+}
+CATEGORIES: tuple[str, ...] = tuple(CATALOG_SHAPE)
+GENDERED = frozenset({"apparel", "footwear", "beauty", "jewelry", "accessories"})
+
+# Plausible persona triples (strongest, medium, latent).
+PERSONAS: tuple[tuple[str, str, str], ...] = (
+    ("furniture", "homedecor", "housewares"),
+    ("apparel", "footwear", "accessories"),
+    ("footwear", "apparel", "outdoors"),
+    ("electronics", "instruments", "books"),
+    ("instruments", "electronics", "books"),
+    ("outdoors", "tools", "footwear"),
+    ("tools", "outdoors", "electronics"),
+    ("beauty", "jewelry", "accessories"),
+    ("jewelry", "accessories", "beauty"),
+    ("groceries", "housewares", "floral"),
+    ("seasonal", "floral", "homedecor"),
+    ("floral", "seasonal", "groceries"),
+    ("homedecor", "furniture", "seasonal"),
+    ("housewares", "groceries", "homedecor"),
+    ("books", "homedecor", "electronics"),
+    ("accessories", "apparel", "jewelry"),
+    ("groceries", "salty snacks", "food service"),
+)
+PERSONA_WEIGHTS = np.array([0.6, 0.25, 0.15])
+DEVICES: tuple[str, ...] = ("web", "ios", "android")
+SLOTS: tuple[str, ...] = ("night", "morning", "afternoon", "evening")  # hours 0-5, 6-11, ...
+GENDERS: tuple[str, ...] = ("F", "M")
+
+ADJECTIVES = ("classic", "modern", "rustic", "sleek", "cozy", "vintage", "bold", "elegant",
+              "durable", "lightweight", "handmade", "premium", "compact", "bright", "soft")
+COLORS = ("black", "white", "navy", "beige", "red", "green", "grey", "mauve", "teal", "gold")
+USES = ("everyday use", "weekend trips", "gifting", "the whole family", "small spaces",
+        "special occasions", "the outdoors", "busy mornings", "entertaining guests")
+
+
+@dataclass(frozen=True)
+class ClickModel:
+    """Coefficients of the true click logit; see `World.click_logit`."""
+
+    bias: float = -3.2
+    category: float = 0.9  # x log(20 * contextual category affinity)
+    style: float = 1.2  # the item is in the user's preferred style for its category
+    quality: float = 0.5  # x item quality (standard normal)
+    promoted: float = 0.8  # promoted item shown to a discount-seeking user
+    gender_mismatch: float = -2.0
+    explore: float = 0.3  # share of impressions drawn from popularity, not from interest
+    preferred_style_share: float = 0.6  # share of interest impressions in the preferred style
+
+
+@dataclass
+class World:
+    """Everything the generator knows and the models must learn.
+
+    Arrays are indexed by position (user_index, item_index); `user_ids` and `item_ids` give
+    the public string ids.
+    """
+
+    seed: int
+    items: pd.DataFrame  # item_id, name, category, style, price, gender_affinity, promoted, ...
+    item_category: np.ndarray  # (I,) int category index
+    item_style: np.ndarray  # (I,) int style index within the category
+    item_quality: np.ndarray  # (I,) float
+    item_popularity: np.ndarray  # (I,) float, sums to 1
+    item_gender: np.ndarray  # (I,) int: -1 none, 0 F, 1 M
+    item_promoted: np.ndarray  # (I,) bool
+    user_ids: np.ndarray  # (U,) str
+    user_age: np.ndarray  # (U,) int
+    user_gender: np.ndarray  # (U,) int 0 F, 1 M
+    user_affinity: np.ndarray  # (U, C) float, rows sum to 1
+    user_persona: np.ndarray  # (U, 3) int category indices
+    user_pref_style: np.ndarray  # (U, C) int preferred style per category
+    user_device: np.ndarray  # (U,) int primary device
+    user_discount: np.ndarray  # (U,) bool discount-seeking persona
+    user_activity: np.ndarray  # (U,) float relative session rate
+    user_signup_day: np.ndarray  # (U,) int first day the user can appear
+    device_mult: np.ndarray  # (D, C) category multipliers by device
+    slot_mult: np.ndarray  # (T, C) category multipliers by time slot
+    weekend_mult: np.ndarray  # (2, C) category multipliers weekday / weekend
+    hour_probs: np.ndarray  # (D, 24) hour-of-day distribution per device
+    click: ClickModel = field(default_factory=ClickModel)
+
+    @property
+    def n_users(self) -> int:
+        return len(self.user_ids)
+
+    @property
+    def n_items(self) -> int:
+        return len(self.item_category)
+
+    # ----- the true model -----------------------------------------------------------------
+
+    def category_affinity(
+        self, users: np.ndarray, device: np.ndarray, slot: np.ndarray, weekend: np.ndarray
+    ) -> np.ndarray:
+        """(S, C) category affinity of each user in each context, rows summing to 1."""
+        a = self.user_affinity[users]  # S, C
+        a = a * self.device_mult[device] * self.slot_mult[slot] * self.weekend_mult[weekend]
+        return a / a.sum(axis=1, keepdims=True)
+
+    def click_logit(
+        self,
+        users: np.ndarray,
+        items: np.ndarray,
+        device: np.ndarray,
+        slot: np.ndarray,
+        weekend: np.ndarray,
+    ) -> np.ndarray:
+        """(N,) true click logit of user `users[n]` shown item `items[n]` in that context."""
+        cm = self.click
+        cat = self.item_category[items]
+        aff = self.category_affinity(users, device, slot, weekend)[np.arange(len(users)), cat]
+        style_match = self.user_pref_style[users, cat] == self.item_style[items]
+        mismatch = (self.item_gender[items] >= 0) & (self.item_gender[items] != self.user_gender[users])
+        promo = self.item_promoted[items] & self.user_discount[users]
+        return (
+            cm.bias
+            + cm.category * np.log(len(CATEGORIES) * aff)
+            + cm.style * style_match
+            + cm.quality * self.item_quality[items]
+            + cm.promoted * promo
+            + cm.gender_mismatch * mismatch
+        )
+
+    def exposure(self, user: int, device: int, slot: int, weekend: int) -> np.ndarray:
+        """(I,) probability that one impression for this user in this context shows each item."""
+        cm = self.click
+        cat_p = self.category_affinity(
+            np.array([user]), np.array([device]), np.array([slot]), np.array([weekend])
+        )[0]
+        pop = self.item_popularity
+        cat = self.item_category
+        in_cat = pop / np.bincount(cat, weights=pop, minlength=len(CATEGORIES))[cat]
+        pref = self.item_style == self.user_pref_style[user, cat]
+        pref_mass = np.bincount(cat, weights=pop * pref, minlength=len(CATEGORIES))[cat]
+        in_style = np.where(pref, pop / np.maximum(pref_mass, 1e-12), 0.0)
+        has_pref = pref_mass > 0
+        share = np.where(has_pref, cm.preferred_style_share, 0.0)
+        within = share * in_style + (1 - share) * in_cat
+        return cm.explore * pop + (1 - cm.explore) * cat_p[cat] * within
+
+    def expected_clicks(self, users: np.ndarray) -> np.ndarray:
+        """(len(users), I) expected clicks per impression, averaged over each user's contexts.
+
+        This is the retrieval oracle: ranking items by it is the best any model can do
+        without knowing the future contexts.
+        """
+        out = np.zeros((len(users), self.n_items))
+        items = np.arange(self.n_items)
+        hour_slot = np.arange(24) // 6
+        for row, u in enumerate(users):
+            dev_p = np.full(len(DEVICES), 0.25 / (len(DEVICES) - 1))
+            dev_p[self.user_device[u]] = 0.75
+            for d, pd_ in enumerate(dev_p):
+                slot_p = np.bincount(hour_slot, weights=self.hour_probs[d], minlength=4)
+                for t, pt in enumerate(slot_p):
+                    for w, pw in enumerate((5 / 7, 2 / 7)):
+                        n = self.n_items
+                        logit = self.click_logit(
+                            np.full(n, u), items, np.full(n, d), np.full(n, t), np.full(n, w)
+                        )
+                        p_click = 1 / (1 + np.exp(-logit))
+                        out[row] += pd_ * pt * pw * self.exposure(u, d, t, w) * p_click
+        return out
+
+    # ----- persistence -----------------------------------------------------------------------
+
+    def save(self, folder: Path) -> None:
+        """Write the ground truth: users' true affinities, item latents, the world's tables."""
+        folder.mkdir(parents=True, exist_ok=True)
+        users = pa.table({
+            "user_id": self.user_ids,
+            "age": self.user_age.astype(np.int16),
+            "gender": self.user_gender.astype(np.int8),
+            "affinity": pa.FixedSizeListArray.from_arrays(
+                self.user_affinity.astype(np.float32).ravel(), len(CATEGORIES)),
+            "persona": pa.FixedSizeListArray.from_arrays(self.user_persona.ravel(), 3),
+            "pref_style": pa.FixedSizeListArray.from_arrays(
+                self.user_pref_style.astype(np.int8).ravel(), len(CATEGORIES)),
+            "device": self.user_device.astype(np.int8),
+            "discount": self.user_discount,
+            "activity": self.user_activity.astype(np.float32),
+            "signup_day": self.user_signup_day.astype(np.int8),
+        })
+        pq.write_table(users, folder / "users.parquet")
+        items = pa.table({
+            "item_id": self.items["item_id"].to_numpy(),
+            "category": self.item_category.astype(np.int8),
+            "style": self.item_style.astype(np.int8),
+            "quality": self.item_quality.astype(np.float32),
+            "popularity": self.item_popularity,
+            "gender": self.item_gender.astype(np.int8),
+            "promoted": self.item_promoted,
+        })
+        pq.write_table(items, folder / "items.parquet")
+        tables = {
+            "seed": self.seed,
+            "categories": list(CATEGORIES),
+            "devices": list(DEVICES),
+            "device_mult": self.device_mult.tolist(),
+            "slot_mult": self.slot_mult.tolist(),
+            "weekend_mult": self.weekend_mult.tolist(),
+            "hour_probs": self.hour_probs.tolist(),
+            "click": self.click.__dict__,
+        }
+        (folder / "world.json").write_text(json.dumps(tables, indent=1))
+
+    @classmethod
+    def load(cls, folder: Path, items: pd.DataFrame) -> World:
+        """Read a world written by `save`; `items` is the public item table of the same run."""
+        if not (folder / "world.json").exists():
+            raise FileNotFoundError(
+                f"no ground truth in {folder}; run `warmstart generate` to create data with it"
+            )
+        t = json.loads((folder / "world.json").read_text())
+        u = pq.read_table(folder / "users.parquet")
+        i = pq.read_table(folder / "items.parquet").to_pandas()
+
+        def mat(col: str) -> np.ndarray:
+            arr = u.column(col).combine_chunks()
+            return arr.values.to_numpy().reshape(len(arr), -1)
+
+        return cls(
+            seed=t["seed"],
+            items=items,
+            item_category=i["category"].to_numpy(np.int64),
+            item_style=i["style"].to_numpy(np.int64),
+            item_quality=i["quality"].to_numpy(np.float64),
+            item_popularity=i["popularity"].to_numpy(np.float64),
+            item_gender=i["gender"].to_numpy(np.int64),
+            item_promoted=i["promoted"].to_numpy(bool),
+            user_ids=u.column("user_id").to_numpy(),
+            user_age=u.column("age").to_numpy().astype(np.int64),
+            user_gender=u.column("gender").to_numpy().astype(np.int64),
+            user_affinity=mat("affinity").astype(np.float64),
+            user_persona=mat("persona").astype(np.int64),
+            user_pref_style=mat("pref_style").astype(np.int64),
+            user_device=u.column("device").to_numpy().astype(np.int64),
+            user_discount=u.column("discount").to_numpy(zero_copy_only=False),
+            user_activity=u.column("activity").to_numpy().astype(np.float64),
+            user_signup_day=u.column("signup_day").to_numpy().astype(np.int64),
+            device_mult=np.array(t["device_mult"]),
+            slot_mult=np.array(t["slot_mult"]),
+            weekend_mult=np.array(t["weekend_mult"]),
+            hour_probs=np.array(t["hour_probs"]),
+            click=ClickModel(**t["click"]),
+        )
+
+
+# ----- building a world ------------------------------------------------------------------------
+
+
+def make_catalog(n_items: int, rng: np.random.Generator) -> pd.DataFrame:
+    """A catalog shaped like the Retail Demo Store's: same categories, styles and mix."""
+    counts = np.array([c for c, _ in CATALOG_SHAPE.values()], dtype=float)
+    per_cat = np.maximum(1, np.round(counts / counts.sum() * n_items)).astype(int)
+    per_cat[0] += n_items - per_cat.sum()  # make the total exact
+    rows = []
+    for (cat, (_, styles)), n in zip(CATALOG_SHAPE.items(), per_cat, strict=True):
+        for _ in range(n):
+            style = styles[rng.integers(len(styles))]
+            adj, color, use = (rng.choice(ADJECTIVES), rng.choice(COLORS), rng.choice(USES))
+            gender = rng.choice(["F", "M", ""], p=[0.4, 0.3, 0.3]) if cat in GENDERED else ""
+            price = float(np.round(np.exp(rng.normal(3.8 + 0.4 * (cat == "furniture"), 0.8)), 2))
+            rows.append({
+                "name": f"{adj.title()} {color.title()} {style.title()}",
+                "category": cat,
+                "style": style,
+                "description": f"A {adj} {color} {style} from our {cat} range, made for {use}.",
+                "price": max(price, 0.99),
+                "gender_affinity": gender,
+                "promoted": bool(rng.random() < 0.1),
+            })
+    items = pd.DataFrame(rows)
+    items.insert(0, "item_id", [f"i{n:05d}" for n in range(len(items))])
+    return items
+
+
+def load_catalog(path: Path) -> pd.DataFrame:
+    """Read the Retail Demo Store `products.yaml` into the catalog's columns."""
+    import yaml
+
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as e:
+        raise ValueError(f"cannot read catalog {path}: {e}") from e
+    if not isinstance(raw, list) or not raw:
+        raise ValueError(f"{path}: expected a YAML list of products, got {type(raw).__name__}")
+    rows = []
+    for n, p in enumerate(raw):
+        missing = [k for k in ("id", "name", "category", "style", "price") if k not in p]
+        if missing:
+            raise ValueError(f"{path}: product #{n} (id={p.get('id')}) lacks {missing}")
+        if p["category"] not in CATALOG_SHAPE:
+            raise ValueError(f"{path}: product #{n} has unknown category {p['category']!r}; "
+                             f"known: {', '.join(CATEGORIES)}")
+        rows.append({
+            "item_id": str(p["id"]),
+            "name": str(p["name"]),
+            "category": p["category"],
+            "style": str(p["style"]),
+            "description": re.sub(r"\s+", " ", str(p.get("description", ""))).strip(),
+            "price": float(p["price"]),
+            "gender_affinity": str(p.get("gender_affinity") or ""),
+            "promoted": bool(p.get("promoted", False)),
+        })
+    return pd.DataFrame(rows)
+
+
+def make_world(items: pd.DataFrame, n_users: int, n_days: int, seed: int) -> World:
+    """Draw users and the context tables for a catalog; deterministic for a seed."""
+    rng = np.random.default_rng([seed, 1])
+    n_cat = len(CATEGORIES)
+    cat_index = {c: k for k, c in enumerate(CATEGORIES)}
+    item_category = items["category"].map(cat_index).to_numpy(np.int64)
+    style_index = {c: {s: k for k, s in enumerate(st)} for c, (_, st) in CATALOG_SHAPE.items()}
+    item_style = np.array([style_index[c].get(s, 0) for c, s in
+                           zip(items["category"], items["style"], strict=True)], dtype=np.int64)
+    pop = np.exp(rng.normal(0, 1.0, len(items)))
+    gender_code = {"F": 0, "M": 1}
+    item_gender = items["gender_affinity"].map(lambda g: gender_code.get(g, -1)).to_numpy(np.int64)
+
+    persona = np.array(PERSONAS)[rng.integers(len(PERSONAS), size=n_users)]
+    persona_idx = np.vectorize(cat_index.__getitem__)(persona)  # U, 3
+    affinity = np.full((n_users, n_cat), 0.01)
+    np.put_along_axis(affinity, persona_idx, PERSONA_WEIGHTS, axis=1)
+    affinity /= affinity.sum(axis=1, keepdims=True)
+    n_styles = np.array([len(st) for _, st in CATALOG_SHAPE.values()])
+    pref_style = (rng.random((n_users, n_cat)) * n_styles).astype(np.int64)
+    age = np.clip(np.round(rng.normal(32, 15, n_users)), 18, 100).astype(np.int64)
+    # Younger users lean to mobile, older to web.
+    young = age < 35
+    device = np.where(young, rng.choice(3, n_users, p=[0.2, 0.4, 0.4]),
+                      rng.choice(3, n_users, p=[0.6, 0.2, 0.2]))
+    signup = np.where(rng.random(n_users) < 0.8, 0, rng.integers(1, n_days, n_users))
+
+    hours = np.arange(24)
+    base = 0.2 + np.exp(-0.5 * ((hours - 13) / 2.5) ** 2) + 0.6 * np.exp(
+        -0.5 * ((hours - 20) / 2.0) ** 2)
+    mobile = base * (1 + 0.8 * ((hours >= 18) | (hours <= 1)))  # phones peak in the evening
+    hour_probs = np.stack([base, mobile, mobile]) / np.stack([base, mobile, mobile]).sum(1)[:, None]
+
+    return World(
+        seed=seed,
+        items=items,
+        item_category=item_category,
+        item_style=item_style,
+        item_quality=rng.normal(0, 1, len(items)),
+        item_popularity=pop / pop.sum(),
+        item_gender=item_gender,
+        item_promoted=items["promoted"].to_numpy(bool),
+        user_ids=np.array([f"u{n:06d}" for n in range(n_users)]),
+        user_age=age,
+        user_gender=rng.integers(2, size=n_users),
+        user_affinity=affinity,
+        user_persona=persona_idx,
+        user_pref_style=pref_style,
+        user_device=device,
+        user_discount=rng.random(n_users) < 0.3,
+        user_activity=np.exp(rng.normal(0, 0.8, n_users)),
+        user_signup_day=signup,
+        device_mult=np.exp(rng.normal(0, 0.6, (len(DEVICES), n_cat))),
+        slot_mult=np.exp(rng.normal(0, 0.6, (len(SLOTS), n_cat))),
+        weekend_mult=np.exp(rng.normal(0, 0.4, (2, n_cat))),
+        hour_probs=hour_probs,
+    )
