@@ -28,6 +28,7 @@ class RayConfig:
     num_cpus: int | None = None  # logical CPUs of a local Ray; None = physical cores x 2
     fast_serve: bool = True
     temp_dir: str | None = None  # None: a private folder under the system temp dir
+    worker_logs: bool = False  # print Ray workers' logs in this terminal
 
 
 @contextlib.contextmanager
@@ -43,7 +44,8 @@ def start_ray(cfg: RayConfig | None = None) -> Iterator[None]:
         os.environ.update(SERVE_FAST_ENV)
     os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "0")
     # Ray Train's V2 API is the default in 2.60; keep logs quiet enough to read progress.
-    kwargs: dict = {"include_dashboard": False, "log_to_driver": True,
+    # The dashboard process also serves the State API that Ray Train's controller polls.
+    kwargs: dict = {"include_dashboard": True, "log_to_driver": cfg.worker_logs,
                     "configure_logging": True, "logging_level": logging.WARNING}
     if cfg.address:
         ray.init(address=cfg.address, **kwargs)
@@ -51,6 +53,8 @@ def start_ray(cfg: RayConfig | None = None) -> Iterator[None]:
         ncpu = cfg.num_cpus or 2 * (os.cpu_count() or 1)
         temp = cfg.temp_dir or tempfile.mkdtemp(prefix="warmstart-ray-")
         ray.init(num_cpus=ncpu, _temp_dir=temp, **kwargs)
+    # Ray Data logs a progress table every few seconds at INFO; the flows print their own.
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
     try:
         yield
     finally:

@@ -1,0 +1,87 @@
+"""Reading the project's parquet layout: items, users, and daily interaction partitions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow.dataset as pads
+
+INTERACTION_COLUMNS = ("user_id", "item_id", "ts", "hour", "weekday", "device", "label")
+
+
+@dataclass(frozen=True)
+class Split:
+    """Which days train, validate and test. Days are the `day=NN` partitions."""
+
+    train: tuple[int, ...] = tuple(range(0, 9))
+    val: tuple[int, ...] = (9, 10, 11)
+    test: tuple[int, ...] = (12, 13)
+
+
+def _require(path: Path, what: str) -> Path:
+    if not path.exists():
+        raise FileNotFoundError(f"{what} not found at {path}; run `warmstart generate --out "
+                                f"{path.parent}` or point --data at a folder that has it")
+    return path
+
+
+def read_items(data: Path) -> pd.DataFrame:
+    items = pd.read_parquet(_require(data / "items.parquet", "item table"))
+    missing = {"item_id", "category", "style", "price"} - set(items.columns)
+    if missing:
+        raise ValueError(f"{data / 'items.parquet'} lacks columns {sorted(missing)}")
+    items["item_id"] = items["item_id"].astype(str)
+    if items["item_id"].duplicated().any():
+        dup = items.loc[items["item_id"].duplicated(), "item_id"].iloc[0]
+        raise ValueError(f"{data / 'items.parquet'}: item_id {dup!r} appears more than once")
+    return items
+
+
+def read_users(data: Path) -> pd.DataFrame:
+    users = pd.read_parquet(_require(data / "users.parquet", "user table"))
+    missing = {"user_id", "age", "gender"} - set(users.columns)
+    if missing:
+        raise ValueError(f"{data / 'users.parquet'} lacks columns {sorted(missing)}")
+    users["user_id"] = users["user_id"].astype(str)
+    return users.set_index("user_id")
+
+
+def available_days(data: Path) -> list[int]:
+    root = _require(data / "interactions", "interactions folder")
+    return sorted(int(p.name.split("=")[1]) for p in root.glob("day=*"))
+
+
+def read_interactions(data: Path, days: tuple[int, ...],
+                      columns: tuple[str, ...] = INTERACTION_COLUMNS) -> pd.DataFrame:
+    """Interactions of the given days as pandas (for fitting and evaluation)."""
+    missing = sorted(set(days) - set(available_days(data)))
+    if missing:
+        raise ValueError(f"{data / 'interactions'} has no day(s) {missing}; "
+                         f"available: {available_days(data)}")
+    paths = [str(f) for d in days
+             for f in sorted((data / "interactions" / f"day={d:02d}").glob("*.parquet"))]
+    ds = pads.dataset(paths, format="parquet")
+    table = ds.to_table(columns=[c for c in columns if c != "day"])
+    df = table.to_pandas()
+    for col in ("user_id", "item_id", "device"):
+        if col in df:
+            df[col] = df[col].astype(str)
+    return df
+
+
+def ray_interactions(data: Path, days: tuple[int, ...]) -> Any:
+    """Interactions of the given days as a streaming Ray Dataset."""
+    import ray.data
+    from ray.data.datasource.partitioning import PathPartitionFilter
+
+    available = set(available_days(data))
+    if missing := sorted(set(days) - available):
+        raise ValueError(f"{data / 'interactions'} has no day(s) {missing}; "
+                         f"available: {sorted(available)}")
+    wanted = set(days)
+    root = str((data / "interactions").resolve())
+    flt = PathPartitionFilter.of(lambda p: int(p["day"]) in wanted, base_dir=root)
+    return ray.data.read_parquet(root, partition_filter=flt, columns=list(INTERACTION_COLUMNS))

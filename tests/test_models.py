@@ -1,0 +1,152 @@
+"""Model shapes, the in-batch loss, and features with OOV handling."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from train.dlrm import DLRM, SPARSE, DLRMConfig, DLRMTrain
+from train.features import DENSE, ITEM_SPARSE, OOV, USER_SPARSE, Features, mask_users
+from train.loop import to_tensors
+from train.two_tower import TwoTower, TwoTowerConfig, TwoTowerTrain
+
+CARDS = {"user": 11, "age_bucket": 7, "gender": 3, "item": 21, "category": 5, "style": 9,
+         "price_bucket": 12, "device": 4, "hour": 25, "weekday": 8}
+
+
+def batch(b: int, seed: int = 0) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    x = {n: torch.randint(0, CARDS[n], (b,), generator=g) for n in CARDS}
+    x["dense"] = torch.randn(b, len(DENSE), generator=g)
+    x["label"] = torch.randint(0, 2, (b,), generator=g).float()
+    x["item_row"] = x["item"]
+    return x
+
+
+def test_two_tower_shapes_and_unit_norm() -> None:
+    model = TwoTower(TwoTowerConfig(out_dim=16), CARDS)
+    x = batch(6)
+    u, v = model.user_embedding(x), model.item_embedding(x)
+    assert u.shape == v.shape == (6, 16)
+    torch.testing.assert_close(u.norm(dim=1), torch.ones(6))
+    assert model(x).shape == (6,)
+
+
+def test_in_batch_loss_ignores_duplicate_positives() -> None:
+    torch.manual_seed(0)
+    model = TwoTower(TwoTowerConfig(), CARDS)
+    x = batch(4)
+    x["item"] = torch.tensor([1, 1, 1, 1])  # every row has the same item ...
+    x["item_row"] = x["item"]
+    for n in ITEM_SPARSE:
+        x[n] = torch.ones(4, dtype=torch.long)
+    # ... so no row has a negative: softmax over one logit, loss exactly 0.
+    assert float(TwoTowerTrain(model)(x)) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_in_batch_loss_matches_hand_computed_cross_entropy() -> None:
+    torch.manual_seed(0)
+    model = TwoTower(TwoTowerConfig(temperature=0.5), CARDS)
+    x = batch(3)
+    x["item_row"] = torch.tensor([0, 1, 2])
+    u, v = model.user_embedding(x), model.item_embedding(x)
+    logits = (u @ v.T / 0.5).detach().numpy()
+    expected = np.mean([np.log(np.exp(logits[i]).sum()) - logits[i, i] for i in range(3)])
+    assert float(TwoTowerTrain(model)(x)) == pytest.approx(expected, rel=1e-5)
+
+
+def test_dlrm_shapes_and_interaction_width() -> None:
+    cfg = DLRMConfig(embedding_dim=8)
+    model = DLRM(cfg, CARDS)
+    x = batch(5)
+    assert model(x).shape == (5,)
+    f = len(SPARSE)
+    inter = model.interaction_arch(model.dense_arch(x["dense"]), model.sparse_arch(x))
+    assert inter.shape == (5, 8 + (f + 1) * f // 2)
+    loss = DLRMTrain(model)(x)
+    assert loss.ndim == 0 and float(loss) > 0
+
+
+def test_dlrm_learns_a_context_rule() -> None:
+    """Clicks happen exactly on device 1: a few steps must separate it."""
+    torch.manual_seed(0)
+    model = DLRM(DLRMConfig(), CARDS)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for step in range(60):
+        x = batch(256, seed=step)
+        x["label"] = (x["device"] == 1).float()
+        loss = DLRMTrain(model)(x)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    x = batch(512, seed=999)
+    p = torch.sigmoid(model(x))
+    assert p[x["device"] == 1].min() > p[x["device"] != 1].max()
+
+
+# ----- features ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def fitted() -> tuple[Features, pd.DataFrame, pd.DataFrame]:
+    users = pd.DataFrame({"user_id": ["a", "b", "c"], "age": [20, 40, 70],
+                          "gender": ["F", "M", "F"]})
+    items = pd.DataFrame({"item_id": ["x", "y", "z"], "category": ["tools", "books", "tools"],
+                          "style": ["saw", "travel", "axe"], "price": [5.0, 50.0, 500.0]})
+    inter = pd.DataFrame({"user_id": ["a", "a", "b"], "item_id": ["x", "y", "x"],
+                          "device": ["web", "ios", "web"]})
+    return Features.fit(inter, users, items), users.set_index("user_id"), items
+
+
+def test_unknown_users_and_devices_map_to_oov(fitted) -> None:
+    features, users, _ = fitted
+    u = features.user_features(np.array(["a", "c", "nobody"]), users)
+    assert u["user"][0] != OOV
+    assert u["user"][1] == OOV and u["age_bucket"][1] != OOV  # no interactions, known age
+    assert u["user"][2] == OOV and u["age_bucket"][2] == OOV and u["gender"][2] == OOV
+    assert u["age"][2] == 0.0
+    c = features.context_features(np.array(["web", "fridge", None], dtype=object),
+                                  np.array([0, 6, 23]), np.array([0, 3, 6]))
+    assert c["device"][0] != OOV and c["device"][1] == OOV and c["device"][2] == OOV
+    np.testing.assert_allclose(c["hour_sin"], np.sin(2 * np.pi * np.array([0, 6, 23]) / 24),
+                               rtol=1e-6)
+
+
+def test_items_outside_training_keep_their_attributes(fitted) -> None:
+    features, _, items = fitted
+    t = features.item_table(items)
+    assert t["item"][2] == OOV  # z had no interactions
+    assert t["category"][2] == t["category"][0]  # but it is a tool, like x
+    assert list(t["price_bucket"]) == sorted(t["price_bucket"])
+
+
+def test_features_round_trip(fitted, tmp_path: Path) -> None:
+    features, users, items = fitted
+    features.save(tmp_path / "f.json")
+    again = Features.load(tmp_path / "f.json")
+    assert again == features
+    assert again.cardinalities == features.cardinalities
+
+
+def test_masking_hits_the_configured_share_of_rows() -> None:
+    n = 20_000
+    b = {k: np.ones(n, dtype=np.int64) for k in USER_SPARSE}
+    b["age"] = np.ones(n, dtype=np.float32)
+    b["item"] = np.ones(n, dtype=np.int64)
+    out = mask_users(b, 0.05, np.random.default_rng(0))
+    masked = out["user"] == OOV
+    assert 0.04 < masked.mean() < 0.06
+    assert (out["gender"][masked] == OOV).all() and (out["age"][masked] == 0).all()
+    assert (out["item"] == 1).all()  # item features are never masked
+
+
+def test_to_tensors_stacks_dense_features() -> None:
+    b = {n: np.zeros(3, dtype=np.int64) for n in SPARSE}
+    b |= {n: np.full(3, k, dtype=np.float32) for k, n in enumerate(DENSE)}
+    x = to_tensors(b, torch.device("cpu"))
+    assert x["dense"].shape == (3, len(DENSE))
+    assert x["dense"][0].tolist() == list(range(len(DENSE)))

@@ -1,0 +1,113 @@
+"""DLRM ranker: click probability of a user for an item in a request context.
+
+Sparse features (user, item, their attributes, device, hour, weekday) become E-dim vectors;
+dense features go through a bottom MLP to one more E-dim vector; the interaction layer takes
+every pairwise dot product; a top MLP turns them into a logit. The loss lives in `DLRMTrain`.
+
+Shapes: B batch, F sparse features, E embedding dimension, N dense features.
+
+Example::
+
+    cards = {n: 5 for n in SPARSE}
+    model = DLRM(DLRMConfig(), cards)
+    x = {n: torch.zeros(3, dtype=torch.long) for n in SPARSE}
+    x["dense"] = torch.zeros(3, len(DENSE))
+    assert model(x).shape == (3,)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from train.features import CONTEXT_SPARSE, DENSE, ITEM_SPARSE, USER_SPARSE
+
+SPARSE = USER_SPARSE + ITEM_SPARSE + CONTEXT_SPARSE
+
+
+@dataclass(frozen=True)
+class DLRMConfig:
+    embedding_dim: int = 16
+    bottom: tuple[int, ...] = (32,)
+    top: tuple[int, ...] = (64, 32)
+
+
+def mlp(sizes: list[int]) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for a, b in zip(sizes[:-1], sizes[1:], strict=True):
+        layers += [nn.Linear(a, b), nn.ReLU()]
+    return nn.Sequential(*layers)
+
+
+class SparseArch(nn.Module):
+    def __init__(self, cards: dict[str, int], dim: int) -> None:
+        super().__init__()
+        self.embeddings = nn.ModuleDict({n: nn.Embedding(cards[n], dim) for n in SPARSE})
+
+    def forward(self, x: dict[str, torch.Tensor]) -> torch.Tensor:
+        return torch.stack([self.embeddings[n](x[n]) for n in SPARSE], dim=1)  # B, F, E
+
+
+class DenseArch(nn.Module):
+    def __init__(self, n_dense: int, hidden: tuple[int, ...], dim: int) -> None:
+        super().__init__()
+        self.mlp = mlp([n_dense, *hidden, dim])
+
+    def forward(self, dense: torch.Tensor) -> torch.Tensor:
+        return self.mlp(dense)  # B, E
+
+
+class InteractionArch(nn.Module):
+    """Pairwise dot products of the dense vector and every sparse embedding."""
+
+    def __init__(self, n_sparse: int) -> None:
+        super().__init__()
+        rows, cols = torch.triu_indices(n_sparse + 1, n_sparse + 1, offset=1)
+        self.register_buffer("rows", rows, persistent=False)
+        self.register_buffer("cols", cols, persistent=False)
+
+    def forward(self, dense: torch.Tensor, sparse: torch.Tensor) -> torch.Tensor:
+        z = torch.cat([dense.unsqueeze(1), sparse], dim=1)  # B, F+1, E
+        dots = z @ z.transpose(1, 2)  # B, F+1, F+1
+        return torch.cat([dense, dots[:, self.rows, self.cols]], dim=1)  # B, E + (F+1)F/2
+
+
+class OverArch(nn.Module):
+    def __init__(self, in_dim: int, hidden: tuple[int, ...]) -> None:
+        super().__init__()
+        self.mlp = mlp([in_dim, *hidden])
+        self.out = nn.Linear(hidden[-1] if hidden else in_dim, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(self.mlp(x)).squeeze(1)  # B
+
+
+class DLRM(nn.Module):
+    def __init__(self, cfg: DLRMConfig, cards: dict[str, int]) -> None:
+        super().__init__()
+        self.cfg = cfg
+        f, e = len(SPARSE), cfg.embedding_dim
+        self.sparse_arch = SparseArch(cards, e)
+        self.dense_arch = DenseArch(len(DENSE), cfg.bottom, e)
+        self.interaction_arch = InteractionArch(f)
+        self.over_arch = OverArch(e + (f + 1) * f // 2, cfg.top)
+
+    def forward(self, x: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Click logit per row."""
+        sparse = self.sparse_arch(x)  # B, F, E
+        dense = self.dense_arch(x["dense"])  # B, E
+        return self.over_arch(self.interaction_arch(dense, sparse))  # B
+
+
+class DLRMTrain(nn.Module):
+    """Binary cross-entropy on the click label."""
+
+    def __init__(self, model: DLRM) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: dict[str, torch.Tensor]) -> torch.Tensor:
+        return F.binary_cross_entropy_with_logits(self.model(x), x["label"])

@@ -1,0 +1,166 @@
+"""Ray Train loops for both models: one `TorchTrainer`, fed by Ray Data shards.
+
+`fit()` is the entry point: it takes featurized Ray Datasets (train and validation), trains
+on CPU workers (or GPU workers by config), checkpoints every epoch, and returns the trained
+state dict with the per-epoch metrics. Workers ask for fractional CPUs so that Ray Data keeps
+CPUs to feed them on a 2-core machine (a whole CPU per worker deadlocks there).
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from train.dlrm import DLRM, DLRMConfig, DLRMTrain
+from train.features import DENSE, mask_users
+from train.two_tower import TwoTower, TwoTowerConfig, TwoTowerTrain
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LoopConfig:
+    epochs: int = 3
+    batch_size: int = 1024
+    lr: float = 3e-3
+    mask_rate: float = 0.05  # share of rows whose user features are masked to OOV
+    num_workers: int = 2
+    cpus_per_worker: float = 0.5
+    use_gpu: bool = False
+    max_failures: int = 1
+    seed: int = 0
+
+
+def build_model(kind: str, model_cfg: dict[str, Any], cards: dict[str, int]) -> nn.Module:
+    if kind == "two_tower":
+        return TwoTower(TwoTowerConfig(**model_cfg), cards)
+    if kind == "dlrm":
+        cfg = {k: tuple(v) if isinstance(v, list) else v for k, v in model_cfg.items()}
+        return DLRM(DLRMConfig(**cfg), cards)
+    raise ValueError(f"unknown model kind {kind!r}; expected two_tower or dlrm")
+
+
+def _wrap(kind: str, model: nn.Module) -> nn.Module:
+    return TwoTowerTrain(model) if kind == "two_tower" else DLRMTrain(model)  # type: ignore[arg-type]
+
+
+def to_tensors(batch: dict[str, np.ndarray], device: torch.device) -> dict[str, torch.Tensor]:
+    """A NumPy batch from Ray Data -> model inputs (dense features stacked into one tensor)."""
+    out = {k: torch.from_numpy(np.ascontiguousarray(v)).to(device)
+           for k, v in batch.items() if k not in DENSE}
+    dense = np.stack([batch[k] for k in DENSE], axis=1).astype(np.float32)  # B, N
+    out["dense"] = torch.from_numpy(dense).to(device)
+    return out
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> None:
+    """Runs on every Ray Train worker."""
+    import ray.train
+    import ray.train.torch
+
+    loop = LoopConfig(**config["loop"])
+    kind = config["kind"]
+    ctx = ray.train.get_context()
+    torch.manual_seed(loop.seed)
+    torch.set_num_threads(max(1, int(loop.cpus_per_worker)))
+    device = ray.train.torch.get_device()
+
+    model = build_model(kind, config["model_cfg"], config["cards"])
+    start_epoch = 0
+    checkpoint = ray.train.get_checkpoint()
+    optimizer_state = None
+    if checkpoint:  # resuming after a failure: continue from the last finished epoch
+        with checkpoint.as_directory() as d:
+            state = torch.load(Path(d) / "state.pt", weights_only=False)
+        model.load_state_dict(state["model"])
+        optimizer_state = state["optimizer"]
+        start_epoch = state["epoch"] + 1
+    train = ray.train.torch.prepare_model(_wrap(kind, model))
+    optimizer = torch.optim.Adam(train.parameters(), lr=loop.lr)
+    if optimizer_state:
+        optimizer.load_state_dict(optimizer_state)
+    rng = np.random.default_rng([loop.seed, ctx.get_world_rank()])
+
+    train_shard = ray.train.get_dataset_shard("train")
+    val_shard = ray.train.get_dataset_shard("val")
+    for epoch in range(start_epoch, loop.epochs):
+        train.train()
+        total, rows = 0.0, 0
+        for batch in train_shard.iter_batches(batch_size=loop.batch_size, batch_format="numpy",
+                                              local_shuffle_buffer_size=4 * loop.batch_size):
+            x = to_tensors(mask_users(batch, loop.mask_rate, rng), device)
+            loss = train(x)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            total += float(loss) * len(x["label"])
+            rows += len(x["label"])
+        val_loss = _evaluate_loss(train, val_shard, loop.batch_size, device)
+        metrics = {"epoch": epoch, "train_loss": total / max(rows, 1), "val_loss": val_loss,
+                   "train_rows": rows}
+        with tempfile.TemporaryDirectory() as tmp:
+            ckpt = None
+            if ctx.get_world_rank() == 0:
+                torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                            "epoch": epoch}, Path(tmp) / "state.pt")
+                ckpt = ray.train.Checkpoint.from_directory(tmp)
+            ray.train.report(metrics, checkpoint=ckpt)
+
+
+@torch.no_grad()
+def _evaluate_loss(train: nn.Module, shard: Any, batch_size: int, device: torch.device) -> float:
+    train.eval()
+    total = torch.zeros(2, dtype=torch.float64, device=device)  # loss sum, rows
+    for batch in shard.iter_batches(batch_size=batch_size, batch_format="numpy"):
+        x = to_tensors(batch, device)
+        total += torch.tensor([float(train(x)) * len(x["label"]), len(x["label"])],
+                              dtype=torch.float64, device=device)
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.all_reduce(total)
+    return float(total[0] / total[1].clamp(min=1))
+
+
+def fit(kind: str, model_cfg: TwoTowerConfig | DLRMConfig, cards: dict[str, int],
+        train_ds: Any, val_ds: Any, loop: LoopConfig, storage: Path, name: str
+        ) -> tuple[nn.Module, list[dict[str, Any]]]:
+    """Train `kind` on Ray Train; returns the trained model and per-epoch metrics."""
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"kind": kind, "model_cfg": asdict(model_cfg), "cards": cards,
+                           "loop": asdict(loop)},
+        scaling_config=ScalingConfig(
+            num_workers=loop.num_workers,
+            use_gpu=loop.use_gpu,
+            resources_per_worker={"CPU": loop.cpus_per_worker} | ({"GPU": 1} if loop.use_gpu
+                                                                   else {}),
+        ),
+        run_config=RunConfig(
+            storage_path=str(storage.resolve()),
+            name=name,
+            failure_config=FailureConfig(max_failures=loop.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=2),
+        ),
+        datasets={"train": train_ds, "val": val_ds},
+    )
+    result = trainer.fit()
+    if result.checkpoint is None:
+        raise RuntimeError(f"{kind} training finished without a checkpoint: {result.error}")
+    with result.checkpoint.as_directory() as d:
+        state = torch.load(Path(d) / "state.pt", weights_only=False)
+    model = build_model(kind, asdict(model_cfg), cards)
+    model.load_state_dict(state["model"])
+    model.eval()
+    history = [result.metrics] if result.metrics else []
+    if result.metrics_dataframe is not None and len(result.metrics_dataframe):
+        history = result.metrics_dataframe.to_dict("records")
+    return model, history

@@ -1,0 +1,94 @@
+"""Two-Tower retrieval model: a query (user) tower and a candidate (item) tower.
+
+Both towers end in L2-normalized D-dim vectors, so a user's score for an item is a cosine
+similarity and the item vectors go straight into an inner-product FAISS index. The loss
+(in-batch softmax) lives in `TwoTowerTrain`; serving imports only `TwoTower`.
+
+Shapes: B batch, D output dimension, E embedding dimension.
+
+Example::
+
+    cards = {"user": 10, "age_bucket": 7, "gender": 3,
+             "item": 20, "category": 5, "style": 9, "price_bucket": 12}
+    model = TwoTower(TwoTowerConfig(), cards)
+    u = model.user_embedding({k: torch.zeros(4, dtype=torch.long) for k in USER_SPARSE})
+    assert u.shape == (4, 64)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from train.features import ITEM_SPARSE, USER_SPARSE
+
+
+@dataclass(frozen=True)
+class TwoTowerConfig:
+    id_dim: int = 32  # user and item id embeddings
+    attr_dim: int = 8  # every other categorical attribute
+    hidden: int = 128
+    out_dim: int = 64
+    temperature: float = 0.05
+
+
+class Tower(nn.Module):
+    """Embeds a fixed set of categorical features, concatenates, and projects with an MLP."""
+
+    def __init__(self, names: tuple[str, ...], cards: dict[str, int], id_dim: int,
+                 attr_dim: int, hidden: int, out_dim: int) -> None:
+        super().__init__()
+        self.names = names
+        dims = {n: id_dim if n in ("user", "item") else attr_dim for n in names}
+        self.embeddings = nn.ModuleDict({n: nn.Embedding(cards[n], dims[n]) for n in names})
+        self.mlp = nn.Sequential(
+            nn.Linear(sum(dims.values()), hidden), nn.ReLU(), nn.Linear(hidden, out_dim)
+        )
+
+    def forward(self, x: dict[str, torch.Tensor]) -> torch.Tensor:
+        h = torch.cat([self.embeddings[n](x[n]) for n in self.names], dim=1)  # B, sum(E)
+        return F.normalize(self.mlp(h), dim=1)  # B, D
+
+
+class TwoTower(nn.Module):
+    def __init__(self, cfg: TwoTowerConfig, cards: dict[str, int]) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.user_tower = Tower(USER_SPARSE, cards, cfg.id_dim, cfg.attr_dim, cfg.hidden,
+                                cfg.out_dim)
+        self.item_tower = Tower(ITEM_SPARSE, cards, cfg.id_dim, cfg.attr_dim, cfg.hidden,
+                                cfg.out_dim)
+
+    def user_embedding(self, x: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.user_tower(x)  # B, D
+
+    def item_embedding(self, x: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.item_tower(x)  # B, D
+
+    def forward(self, x: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Score of each row's user for the same row's item."""
+        return (self.user_embedding(x) * self.item_embedding(x)).sum(dim=1)  # B
+
+
+class TwoTowerTrain(nn.Module):
+    """In-batch softmax: each user's positive item against the batch's other items.
+
+    Rows whose item equals the positive item are not counted as negatives.
+    """
+
+    def __init__(self, model: TwoTower) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: dict[str, torch.Tensor]) -> torch.Tensor:
+        u = self.model.user_embedding(x)  # B, D
+        v = self.model.item_embedding(x)  # B, D
+        logits = u @ v.T / self.model.cfg.temperature  # B, B
+        same = x["item_row"][:, None] == x["item_row"][None, :]  # B, B
+        eye = torch.eye(len(u), dtype=torch.bool, device=u.device)
+        logits = logits.masked_fill(same & ~eye, float("-inf"))
+        target = torch.arange(len(u), device=u.device)
+        return F.cross_entropy(logits, target)
