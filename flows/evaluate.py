@@ -146,7 +146,8 @@ def format_report(report: dict[str, Any]) -> str:
     for name in ("dlrm", "popularity", "oracle"):
         if name in g:
             s = g[name]
-            lines.append(f"  {name:<12}{s['auc']:>10.4f}{s['cold_auc']:>10.4f}{s['log_loss']:>10.4f}")
+            lines.append(f"  {name:<12}{s['auc']:>10.4f}{s['cold_auc']:>10.4f}"
+                         f"{s['log_loss']:>10.4f}")
     return "\n".join(lines)
 
 

@@ -160,7 +160,8 @@ class World:
         cat = self.item_category[items]
         aff = self.category_affinity(users, device, slot, weekend)[np.arange(len(users)), cat]
         style_match = self.user_pref_style[users, cat] == self.item_style[items]
-        mismatch = (self.item_gender[items] >= 0) & (self.item_gender[items] != self.user_gender[users])
+        gender = self.item_gender[items]
+        mismatch = (gender >= 0) & (gender != self.user_gender[users])
         promo = self.item_promoted[items] & self.user_discount[users]
         return (
             cm.bias
@@ -171,45 +172,53 @@ class World:
             + cm.gender_mismatch * mismatch
         )
 
-    def exposure(self, user: int, device: int, slot: int, weekend: int) -> np.ndarray:
-        """(I,) probability that one impression for this user in this context shows each item."""
+    def _within_category(self, users: np.ndarray) -> np.ndarray:
+        """(U, I) probability of each item given its category was picked for the user."""
         cm = self.click
-        cat_p = self.category_affinity(
-            np.array([user]), np.array([device]), np.array([slot]), np.array([weekend])
-        )[0]
-        pop = self.item_popularity
-        cat = self.item_category
-        in_cat = pop / np.bincount(cat, weights=pop, minlength=len(CATEGORIES))[cat]
-        pref = self.item_style == self.user_pref_style[user, cat]
-        pref_mass = np.bincount(cat, weights=pop * pref, minlength=len(CATEGORIES))[cat]
+        pop, cat = self.item_popularity, self.item_category
+        n_cat = len(CATEGORIES)
+        in_cat = pop / np.bincount(cat, weights=pop, minlength=n_cat)[cat]  # I
+        pref = self.item_style[None, :] == self.user_pref_style[users][:, cat]  # U, I
+        pref_mass = np.stack([np.bincount(cat, weights=pop * row, minlength=n_cat)
+                              for row in pref])[:, cat]  # U, I
         in_style = np.where(pref, pop / np.maximum(pref_mass, 1e-12), 0.0)
-        has_pref = pref_mass > 0
-        share = np.where(has_pref, cm.preferred_style_share, 0.0)
-        within = share * in_style + (1 - share) * in_cat
-        return cm.explore * pop + (1 - cm.explore) * cat_p[cat] * within
+        share = np.where(pref_mass > 0, cm.preferred_style_share, 0.0)
+        return share * in_style + (1 - share) * in_cat[None, :]
 
-    def expected_clicks(self, users: np.ndarray) -> np.ndarray:
+    def exposure(self, users: np.ndarray, device: int, slot: int, weekend: int) -> np.ndarray:
+        """(U, I) probability that one impression of each user in this context shows each
+        item: what `flows.generate` samples from."""
+        cm = self.click
+        n = len(users)
+        ctx = [np.full(n, v) for v in (device, slot, weekend)]
+        cat_p = self.category_affinity(users, *ctx)[:, self.item_category]  # U, I
+        return (cm.explore * self.item_popularity[None, :]
+                + (1 - cm.explore) * cat_p * self._within_category(users))
+
+    def expected_clicks(self, users: np.ndarray, batch: int = 64) -> np.ndarray:
         """(len(users), I) expected clicks per impression, averaged over each user's contexts.
 
         This is the retrieval oracle: ranking items by it is the best any model can do
         without knowing the future contexts.
         """
-        out = np.zeros((len(users), self.n_items))
-        items = np.arange(self.n_items)
-        hour_slot = np.arange(24) // 6
-        for row, u in enumerate(users):
-            dev_p = np.full(len(DEVICES), 0.25 / (len(DEVICES) - 1))
-            dev_p[self.user_device[u]] = 0.75
-            for d, pd_ in enumerate(dev_p):
-                slot_p = np.bincount(hour_slot, weights=self.hour_probs[d], minlength=4)
-                for t, pt in enumerate(slot_p):
+        n_dev, n_items = len(DEVICES), self.n_items
+        slot_p = np.stack([np.bincount(np.arange(24) // 6, weights=self.hour_probs[k],
+                                       minlength=len(SLOTS)) for k in range(n_dev)])  # D, T
+        out = np.zeros((len(users), n_items))
+        for s in range(0, len(users), batch):
+            u = np.asarray(users[s:s + batch])
+            dev_p = np.full((len(u), n_dev), 0.25 / (n_dev - 1))
+            dev_p[np.arange(len(u)), self.user_device[u]] = 0.75  # as in `sample_day`
+            uu = np.repeat(u, n_items)  # U*I
+            ii = np.tile(np.arange(n_items), len(u))
+            for d in range(n_dev):
+                for t in range(len(SLOTS)):
                     for w, pw in enumerate((5 / 7, 2 / 7)):
-                        n = self.n_items
-                        logit = self.click_logit(
-                            np.full(n, u), items, np.full(n, d), np.full(n, t), np.full(n, w)
-                        )
-                        p_click = 1 / (1 + np.exp(-logit))
-                        out[row] += pd_ * pt * pw * self.exposure(u, d, t, w) * p_click
+                        ctx = [np.full(len(uu), v) for v in (d, t, w)]
+                        p_click = 1 / (1 + np.exp(-self.click_logit(uu, ii, *ctx)))
+                        p = (dev_p[:, d] * slot_p[d, t] * pw)[:, None]  # U, 1
+                        out[s:s + batch] += p * self.exposure(u, d, t, w) * p_click.reshape(
+                            len(u), n_items)
         return out
 
     # ----- persistence -----------------------------------------------------------------------

@@ -34,6 +34,7 @@ def build_index(vectors: np.ndarray, cfg: IndexConfig | None = None) -> faiss.In
     n, d = vectors.shape
     x = np.ascontiguousarray(vectors, dtype=np.float32)
     kind = cfg.kind if cfg.kind != "auto" else ("flat" if n <= cfg.flat_max else "hnsw")
+    index: faiss.Index
     if kind == "flat":
         index = faiss.IndexFlatIP(d)
     else:

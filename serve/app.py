@@ -7,7 +7,6 @@
 A malformed request is answered 422 with FastAPI's description of what is wrong.
 """
 
-from __future__ import annotations
 
 import datetime as dt
 import logging
@@ -85,7 +84,9 @@ def build_app(artifacts: Path, cfg: ServeConfig | None = None) -> serve.Applicat
     """The bound application; the artifact folder is verified before anything is deployed."""
     load_bundle(artifacts)  # fail here, with the clear error, not inside a replica
     user_config = (cfg or ServeConfig()).__dict__
-    return Ingress.options(user_config=user_config).bind(str(artifacts.resolve()))
+    # `@serve.deployment` turned the class into a Deployment; mypy still sees the class.
+    deployment: Any = Ingress
+    return deployment.options(user_config=user_config).bind(str(artifacts.resolve()))
 
 
 def run_app(artifacts: Path, host: str = "127.0.0.1", port: int = 8000,

@@ -121,3 +121,19 @@ def test_ray_job_writes_daily_partitions_matching_sample_day(tiny_data: Path) ->
         assert (got["impression_id"].to_numpy() == want["impression_id"].to_numpy()).all()
         assert (got["item_id"].to_numpy() == want["item_id"].astype(str).to_numpy()).all()
         assert (got["label"].to_numpy() == want["label"].to_numpy()).all()
+
+
+def test_sampled_impressions_follow_the_exposure_model(world: World) -> None:
+    """The oracle's exposure formula is what the sampler really draws from."""
+    from flows.generate import _sample_items
+
+    rng = np.random.default_rng(0)
+    n = 200_000
+    u = np.full(n, 7)
+    ctx = [np.full(n, v) for v in (1, 3, 1)]  # ios, evening, weekend
+    counts = np.bincount(_sample_items(world, rng, u, *ctx), minlength=world.n_items)
+    expected = world.exposure(np.array([7]), 1, 3, 1)[0] * n
+    assert expected.sum() == pytest.approx(n)
+    big = expected > 200  # items with enough draws for a 5-sigma check
+    assert big.sum() > 10
+    assert (np.abs(counts[big] - expected[big]) < 5 * np.sqrt(expected[big])).all()

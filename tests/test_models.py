@@ -140,7 +140,11 @@ def test_masking_hits_the_configured_share_of_rows() -> None:
     out = mask_users(b, 0.05, np.random.default_rng(0))
     masked = out["user"] == OOV
     assert 0.04 < masked.mean() < 0.06
-    assert (out["gender"][masked] == OOV).all() and (out["age"][masked] == 0).all()
+    anonymous = out["gender"] == OOV
+    assert (anonymous <= masked).all()  # demographics go only with the id
+    assert 0.4 < anonymous.sum() / masked.sum() < 0.6
+    assert (out["age_bucket"][anonymous] == OOV).all() and (out["age"][anonymous] == 0).all()
+    assert (out["age"][masked & ~anonymous] == 1).all()
     assert (out["item"] == 1).all()  # item features are never masked
 
 

@@ -157,8 +157,7 @@ def load_bundle(path: Path) -> Bundle:
         if name == "two_tower":
             m: Any = TwoTower(TwoTowerConfig(**meta["config"]), meta["cards"])
         else:
-            cfg = {k: tuple(v) if isinstance(v, list) else v for k, v in meta["config"].items()}
-            m = DLRM(DLRMConfig(**cfg), meta["cards"])
+            m = DLRM(DLRMConfig.from_dict(meta["config"]), meta["cards"])
         m.load_state_dict(torch.load(folder / f"{name}.pt", weights_only=True))
         return m.eval()
 

@@ -18,6 +18,7 @@ Example::
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -30,9 +31,15 @@ SPARSE = USER_SPARSE + ITEM_SPARSE + CONTEXT_SPARSE
 
 @dataclass(frozen=True)
 class DLRMConfig:
-    embedding_dim: int = 16
+    embedding_dim: int = 32
     bottom: tuple[int, ...] = (32,)
     top: tuple[int, ...] = (64, 32)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> DLRMConfig:
+        """From JSON, where tuples come back as lists."""
+        return cls(embedding_dim=int(d["embedding_dim"]), bottom=tuple(d["bottom"]),
+                   top=tuple(d["top"]))
 
 
 def mlp(sizes: list[int]) -> nn.Sequential:
@@ -62,6 +69,9 @@ class DenseArch(nn.Module):
 
 class InteractionArch(nn.Module):
     """Pairwise dot products of the dense vector and every sparse embedding."""
+
+    rows: torch.Tensor  # upper-triangle pair indices, registered as buffers
+    cols: torch.Tensor
 
     def __init__(self, n_sparse: int) -> None:
         super().__init__()

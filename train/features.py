@@ -20,7 +20,7 @@ OOV = 0
 AGE_EDGES = (25, 35, 45, 55, 65)  # buckets: OOV, <25, 25-34, ..., 65+
 N_PRICE_BUCKETS = 10
 
-USER_SPARSE = ("user", "age_bucket", "gender")
+USER_SPARSE = ("user", "age_bucket", "gender")  # the user id first: see mask_users
 ITEM_SPARSE = ("item", "category", "style", "price_bucket")
 CONTEXT_SPARSE = ("device", "hour", "weekday")
 DENSE = ("age", "price", "hour_sin", "hour_cos", "weekday_sin", "weekday_cos")
@@ -135,8 +135,8 @@ class Features:
                       ).astype(np.float32),
         }
 
-    def context_features(self, device: np.ndarray | pd.Series, hour: np.ndarray,
-                         weekday: np.ndarray) -> dict[str, np.ndarray]:
+    def context_features(self, device: np.ndarray | pd.Series, hour: np.ndarray | pd.Series,
+                         weekday: np.ndarray | pd.Series) -> dict[str, np.ndarray]:
         """Request context: device (OOV when unknown), hour and weekday, also as sin/cos."""
         hour = np.asarray(hour, dtype=np.int64)
         weekday = np.asarray(weekday, dtype=np.int64)
@@ -184,13 +184,20 @@ def featurize(batch: pd.DataFrame, features: Features, users: pd.DataFrame,
 
 
 def mask_users(batch: dict, rate: float, generator: np.random.Generator) -> dict:
-    """Replace user features by OOV on a `rate` share of rows (cold-start training)."""
+    """Mask a `rate` share of rows to look like cold-start users.
+
+    Serving meets two kinds of cold user: a new sign-up (id unknown, age and gender known)
+    and an anonymous visitor (everything unknown). Masked rows always lose the user id; half
+    of them also lose age and gender, so both kinds are seen in training.
+    """
     if rate <= 0:
         return batch
     n = len(batch["user"])
     m = generator.random(n) < rate
+    anonymous = m & (generator.random(n) < 0.5)
     batch = dict(batch)
-    for key in USER_SPARSE:
-        batch[key] = np.where(m, OOV, batch[key])
-    batch["age"] = np.where(m, 0.0, batch["age"]).astype(np.float32)
+    batch["user"] = np.where(m, OOV, batch["user"])
+    for key in USER_SPARSE[1:]:
+        batch[key] = np.where(anonymous, OOV, batch[key])
+    batch["age"] = np.where(anonymous, 0.0, batch["age"]).astype(np.float32)
     return batch

@@ -8,13 +8,20 @@ CPUs to feed them on a 2-core machine (a whole CPU per worker deadlocks there).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import tempfile
+import threading
+import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import ray.train
+import ray.train.torch
+import ray.util.queue
 import torch
 from torch import nn
 
@@ -42,13 +49,15 @@ def build_model(kind: str, model_cfg: dict[str, Any], cards: dict[str, int]) -> 
     if kind == "two_tower":
         return TwoTower(TwoTowerConfig(**model_cfg), cards)
     if kind == "dlrm":
-        cfg = {k: tuple(v) if isinstance(v, list) else v for k, v in model_cfg.items()}
-        return DLRM(DLRMConfig(**cfg), cards)
+        return DLRM(DLRMConfig.from_dict(model_cfg), cards)
     raise ValueError(f"unknown model kind {kind!r}; expected two_tower or dlrm")
 
 
-def _wrap(kind: str, model: nn.Module) -> nn.Module:
-    return TwoTowerTrain(model) if kind == "two_tower" else DLRMTrain(model)  # type: ignore[arg-type]
+def _wrap(kind: str, model: nn.Module, log_q: list[float] | None) -> nn.Module:
+    if kind == "two_tower":
+        q = torch.tensor(log_q, dtype=torch.float32) if log_q is not None else None
+        return TwoTowerTrain(model, q)  # type: ignore[arg-type]
+    return DLRMTrain(model)  # type: ignore[arg-type]
 
 
 def to_tensors(batch: dict[str, np.ndarray], device: torch.device) -> dict[str, torch.Tensor]:
@@ -62,9 +71,6 @@ def to_tensors(batch: dict[str, np.ndarray], device: torch.device) -> dict[str, 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     """Runs on every Ray Train worker."""
-    import ray.train
-    import ray.train.torch
-
     loop = LoopConfig(**config["loop"])
     kind = config["kind"]
     ctx = ray.train.get_context()
@@ -82,7 +88,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         model.load_state_dict(state["model"])
         optimizer_state = state["optimizer"]
         start_epoch = state["epoch"] + 1
-    train = ray.train.torch.prepare_model(_wrap(kind, model))
+    train = ray.train.torch.prepare_model(_wrap(kind, model, config.get("log_q")))
     optimizer = torch.optim.Adam(train.parameters(), lr=loop.lr)
     if optimizer_state:
         optimizer.load_state_dict(optimizer_state)
@@ -127,17 +133,64 @@ def _evaluate_loss(train: nn.Module, shard: Any, batch_size: int, device: torch.
     return float(total[0] / total[1].clamp(min=1))
 
 
+class ProgressCallback(ray.train.UserCallback):
+    """Runs in the Ray Train controller: forwards rank 0's epoch metrics to the driver."""
+
+    def __init__(self, queue: Any) -> None:
+        self.queue = queue
+
+    def after_report(self, run_context: Any, metrics: list[dict[str, Any]],
+                     checkpoint: Any) -> None:
+        if metrics:
+            self.queue.put_nowait(dict(metrics[0]))
+
+
+@contextlib.contextmanager
+def _print_progress(queue: Any, kind: str, epochs: int) -> Iterator[None]:
+    """Print each finished epoch while `trainer.fit()` blocks the main thread."""
+    import queue as queue_lib
+
+    done = threading.Event()
+    t0 = time.perf_counter()
+
+    def pump() -> None:
+        while not done.is_set():
+            try:
+                m = queue.get(timeout=0.5)
+            except (queue_lib.Empty, Exception):
+                continue
+            print(f"[train]   {kind} epoch {int(m['epoch']) + 1}/{epochs}: "
+                  f"train loss {m['train_loss']:.4f}, val loss {m['val_loss']:.4f} "
+                  f"({time.perf_counter() - t0:.0f} s)", flush=True)
+
+    thread = threading.Thread(target=pump, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        time.sleep(0.6)  # let the last epoch's line through
+        done.set()
+        thread.join(timeout=2)
+        queue.shutdown()
+
+
 def fit(kind: str, model_cfg: TwoTowerConfig | DLRMConfig, cards: dict[str, int],
-        train_ds: Any, val_ds: Any, loop: LoopConfig, storage: Path, name: str
-        ) -> tuple[nn.Module, list[dict[str, Any]]]:
-    """Train `kind` on Ray Train; returns the trained model and per-epoch metrics."""
+        train_ds: Any, val_ds: Any, loop: LoopConfig, storage: Path, name: str,
+        log_q: np.ndarray | None = None) -> tuple[nn.Module, list[dict[str, Any]]]:
+    """Train `kind` on Ray Train; returns the trained model and per-epoch metrics.
+
+    `log_q` (Two-Tower only): log of each catalog row's share of training clicks.
+    """
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
+
+    progress = ray.util.queue.Queue(actor_options={"num_cpus": 0})
 
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"kind": kind, "model_cfg": asdict(model_cfg), "cards": cards,
-                           "loop": asdict(loop)},
+                           "loop": asdict(loop),
+                           "log_q": None if log_q is None else [float(v) for v in log_q]},
         scaling_config=ScalingConfig(
             num_workers=loop.num_workers,
             use_gpu=loop.use_gpu,
@@ -148,19 +201,27 @@ def fit(kind: str, model_cfg: TwoTowerConfig | DLRMConfig, cards: dict[str, int]
             storage_path=str(storage.resolve()),
             name=name,
             failure_config=FailureConfig(max_failures=loop.max_failures),
-            checkpoint_config=CheckpointConfig(num_to_keep=2),
+            checkpoint_config=CheckpointConfig(num_to_keep=2,
+                                               checkpoint_score_attribute="val_loss",
+                                               checkpoint_score_order="min"),
+            # RunConfig's stub is Train V1's; V2 (the default in 2.60) takes UserCallbacks.
+            callbacks=[ProgressCallback(progress)],  # type: ignore[list-item]
         ),
         datasets={"train": train_ds, "val": val_ds},
     )
-    result = trainer.fit()
+    with _print_progress(progress, kind, loop.epochs):
+        result = trainer.fit()
     if result.checkpoint is None:
         raise RuntimeError(f"{kind} training finished without a checkpoint: {result.error}")
-    with result.checkpoint.as_directory() as d:
+    # The epoch with the lowest validation loss, not necessarily the last one.
+    best = min(result.best_checkpoints or [(result.checkpoint, {"val_loss": 0.0})],
+               key=lambda cm: cm[1]["val_loss"])[0]
+    with best.as_directory() as d:
         state = torch.load(Path(d) / "state.pt", weights_only=False)
     model = build_model(kind, asdict(model_cfg), cards)
     model.load_state_dict(state["model"])
     model.eval()
-    history = [result.metrics] if result.metrics else []
+    history: list[dict[Any, Any]] = [result.metrics] if result.metrics else []
     if result.metrics_dataframe is not None and len(result.metrics_dataframe):
         history = result.metrics_dataframe.to_dict("records")
     return model, history

@@ -11,7 +11,7 @@ from train.two_tower import TwoTower
 
 
 def _tensors(cols: dict[str, np.ndarray], names: tuple[str, ...]) -> dict[str, torch.Tensor]:
-    return {n: torch.as_tensor(np.asarray(cols[n], dtype=np.int64)) for n in names}
+    return {n: torch.from_numpy(np.array(cols[n], dtype=np.int64)) for n in names}
 
 
 @torch.no_grad()
@@ -29,7 +29,7 @@ def user_vectors(model: TwoTower, user_cols: dict[str, np.ndarray]) -> np.ndarra
 @torch.no_grad()
 def click_probability(model: DLRM, rows: dict[str, np.ndarray]) -> np.ndarray:
     """(B,) DLRM click probabilities; `rows` holds user, item and context columns."""
-    x = {k: torch.as_tensor(np.asarray(v, dtype=np.int64)) for k, v in rows.items()
+    x = {k: torch.from_numpy(np.array(v, dtype=np.int64)) for k, v in rows.items()
          if k not in DENSE and k not in ("label", "item_row")}
-    x["dense"] = torch.as_tensor(np.stack([rows[k] for k in DENSE], axis=1).astype(np.float32))
+    x["dense"] = torch.from_numpy(np.stack([rows[k] for k in DENSE], axis=1).astype(np.float32))
     return torch.sigmoid(model(x)).numpy()

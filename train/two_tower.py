@@ -32,7 +32,7 @@ class TwoTowerConfig:
     attr_dim: int = 8  # every other categorical attribute
     hidden: int = 128
     out_dim: int = 64
-    temperature: float = 0.05
+    temperature: float = 0.1
 
 
 class Tower(nn.Module):
@@ -76,17 +76,26 @@ class TwoTower(nn.Module):
 class TwoTowerTrain(nn.Module):
     """In-batch softmax: each user's positive item against the batch's other items.
 
-    Rows whose item equals the positive item are not counted as negatives.
+    In-batch negatives are sampled in proportion to popularity, which teaches the model to
+    demote popular items; subtracting log q(item), the item's share of training clicks, from
+    each logit corrects for that (sampled softmax "logQ" correction, Yi et al. 2019). Rows
+    whose item equals the positive item are not counted as negatives.
     """
 
-    def __init__(self, model: TwoTower) -> None:
+    log_q: torch.Tensor  # (I,) registered buffer; empty when no correction is applied
+
+    def __init__(self, model: TwoTower, log_q: torch.Tensor | None = None) -> None:
         super().__init__()
         self.model = model
+        self.register_buffer("log_q", log_q if log_q is not None else torch.zeros(0),
+                             persistent=False)
 
     def forward(self, x: dict[str, torch.Tensor]) -> torch.Tensor:
         u = self.model.user_embedding(x)  # B, D
         v = self.model.item_embedding(x)  # B, D
         logits = u @ v.T / self.model.cfg.temperature  # B, B
+        if len(self.log_q):
+            logits = logits - self.log_q[x["item_row"]][None, :]
         same = x["item_row"][:, None] == x["item_row"][None, :]  # B, B
         eye = torch.eye(len(u), dtype=torch.bool, device=u.device)
         logits = logits.masked_fill(same & ~eye, float("-inf"))

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Install everything the tests need into .venv and run them. Exits non-zero when any test
+# fails or when no test was collected (pytest's exit code 5).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# System packages: the Redis server that integration tests start on a free port.
+if ! command -v redis-server >/dev/null 2>&1; then
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq redis-server
+fi
+
+PYTHON="${PYTHON:-python3}"
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q -e ".[dev]"
+
+.venv/bin/python -m ruff check .
+.venv/bin/python -m mypy
+.venv/bin/python -m pytest "$@"

@@ -1,0 +1,165 @@
+"""The serving path: in-process recommender, artifact checks, and the Ray Serve HTTP app."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from serve.recommender import Context, Recommender, request_context
+from train.artifacts import ArtifactError, load_bundle
+from train.scoring import click_probability, item_vectors
+
+pytestmark = pytest.mark.ray
+
+
+def test_reload_gives_identical_scores(tiny_artifacts: Path) -> None:
+    a, b = load_bundle(tiny_artifacts), load_bundle(tiny_artifacts)
+    np.testing.assert_array_equal(item_vectors(a.two_tower, a.item_rows),
+                                  item_vectors(b.two_tower, b.item_rows))
+    rec_a, rec_b = Recommender(a), Recommender(b)
+    ctx = Context(device="ios", hour=20, weekday=5)
+    user = str(a.users.index[0])
+    assert rec_a.recommend(user, ctx, 20) == rec_b.recommend(user, ctx, 20)
+
+
+def test_index_holds_the_item_tower_vectors(tiny_artifacts: Path) -> None:
+    b = load_bundle(tiny_artifacts)
+    vectors = item_vectors(b.two_tower, b.item_rows)
+    np.testing.assert_allclose(b.index.reconstruct_n(0, b.index.ntotal), vectors, atol=1e-6)
+
+
+def test_ranking_is_sorted_and_context_matters(tiny_artifacts: Path) -> None:
+    rec = Recommender(load_bundle(tiny_artifacts))
+    user = str(rec.bundle.users.index[0])
+    web = rec.recommend(user, Context("web", 9, 0), 50)
+    ios = rec.recommend(user, Context("ios", 21, 6), 50)
+    scores = [i["score"] for i in web["items"]]
+    assert scores == sorted(scores, reverse=True) and len(scores) == 50
+    assert web["known_user"] is True
+    assert [i["score"] for i in web["items"]] != [i["score"] for i in ios["items"]]
+
+
+def test_unknown_user_gets_the_oov_answer(tiny_artifacts: Path) -> None:
+    rec = Recommender(load_bundle(tiny_artifacts))
+    a = rec.recommend("never-seen-1", Context("web", 12, 2), 10)
+    b = rec.recommend("never-seen-2", Context("web", 12, 2), 10)
+    assert a["known_user"] is False and len(a["items"]) == 10
+    assert [i["item_id"] for i in a["items"]] == [i["item_id"] for i in b["items"]]
+    # Scores are the DLRM's on all-OOV user features.
+    bundle = rec.bundle
+    row = [int(np.flatnonzero(bundle.items["item_id"] == a["items"][0]["item_id"])[0])]
+    user = bundle.features.user_features(np.array(["never-seen-1"]), bundle.users)
+    rows = user | {k: v[row] for k, v in bundle.item_rows.items()}
+    rows |= bundle.features.context_features(np.array(["web"], dtype=object), [12], [2])
+    assert click_probability(bundle.dlrm, rows)[0] == pytest.approx(a["items"][0]["score"])
+
+
+def test_request_context_defaults_to_server_time() -> None:
+    ctx = request_context(None, None)
+    assert ctx.device is None and 0 <= ctx.hour < 24 and 0 <= ctx.weekday < 7
+
+
+def test_tampered_or_incomplete_artifacts_are_refused(tiny_artifacts: Path,
+                                                      tmp_path: Path) -> None:
+    copy = tmp_path / "v"
+    shutil.copytree(tiny_artifacts, copy)
+    with (copy / "dlrm.pt").open("ab") as f:
+        f.write(b"\0")
+    with pytest.raises(ArtifactError, match="dlrm.pt does not match its checksum"):
+        load_bundle(copy)
+    (copy / "dlrm.pt").unlink()
+    with pytest.raises(ArtifactError, match="dlrm.pt is listed in the manifest but missing"):
+        load_bundle(copy)
+    (copy / "manifest.json").unlink()
+    with pytest.raises(ArtifactError, match="run `warmstart train`"):
+        load_bundle(copy)
+    shutil.copytree(tiny_artifacts, tmp_path / "w")
+    m = json.loads((tmp_path / "w/manifest.json").read_text())
+    del m["files"]["index.faiss"]
+    (tmp_path / "w/manifest.json").write_text(json.dumps(m))
+    with pytest.raises(ArtifactError, match="does not list \\['index.faiss'\\]"):
+        load_bundle(tmp_path / "w")
+
+
+def test_latest_pointer_resolves_to_the_version(tiny_artifacts: Path) -> None:
+    assert load_bundle(tiny_artifacts.parent).path == tiny_artifacts
+
+
+def test_pipeline_beats_chance_and_reports_every_baseline(tiny_artifacts: Path) -> None:
+    report = load_bundle(tiny_artifacts).manifest["metrics"]["evaluation"]
+    r, g = report["retrieval"], report["ranking"]
+    n_items = len(load_bundle(tiny_artifacts).items)
+    assert r["two_tower"]["overall"] > r["k"] / n_items  # random retrieval's expected recall
+    assert g["dlrm"]["auc"] > 0.55
+    assert g["oracle"]["auc"] > g["dlrm"]["auc"] - 0.02  # the oracle knows the true model
+    assert r["oracle"]["overall"] >= r["popularity"]["overall"]
+    assert r["cold_users"] > 0 and g["cold_impressions"] > 0
+
+
+# ----- HTTP through Ray Serve -----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def server(tiny_artifacts: Path):
+    from ray import serve
+
+    from serve.app import run_app
+    from tests.conftest import free_port
+
+    url = run_app(tiny_artifacts.parent, port=free_port())
+    yield url
+    serve.shutdown()
+
+
+def test_http_recommend_known_unknown_and_malformed(server: str, tiny_artifacts: Path) -> None:
+    import httpx
+
+    bundle = load_bundle(tiny_artifacts)
+    user = str(next(u for u in bundle.users.index if u in bundle.features.users))
+    with httpx.Client(base_url=server, timeout=30) as c:
+        health = c.get("/healthz").json()
+        assert health["model_version"] == bundle.version
+        assert health["items"] == len(bundle.items)
+
+        r = c.post("/recommend", json={"user_id": user, "device": "web", "k": 5,
+                                        "timestamp": "2026-01-12T09:00:00"})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["known_user"] and body["model_version"] == bundle.version
+        assert len(body["items"]) == 5
+        assert {i["item_id"] for i in body["items"]} <= set(bundle.items["item_id"])
+        # Same request in process: the HTTP app serves exactly the recommender's answer.
+        direct = Recommender(bundle).recommend(user, Context("web", 9, 0), 5)
+        assert [i["item_id"] for i in body["items"]] == [i["item_id"] for i in direct["items"]]
+
+        r = c.post("/recommend", json={"user_id": "brand-new", "timestamp": 1768208400})
+        assert r.status_code == 200 and not r.json()["known_user"]
+        assert len(r.json()["items"]) == 10 and r.json()["device"] is None
+
+        for bad, field in (({"device": "web"}, "user_id"),
+                           ({"user_id": "x", "k": 0}, "k"),
+                           ({"user_id": "x", "k": 1000}, "k"),
+                           ({"user_id": "x", "timestamp": "yesterday"}, "timestamp"),
+                           ({"user_id": "x", "colour": "red"}, "colour")):
+            r = c.post("/recommend", json=bad)
+            assert r.status_code == 422, (bad, r.text)
+            assert field in json.dumps(r.json()["detail"])
+        r = c.post("/recommend", content=b"{not json", headers={"content-type":
+                                                                "application/json"})
+        assert r.status_code == 422
+        assert c.get("/docs").status_code == 200
+        assert "/recommend" in c.get("/openapi.json").json()["paths"]
+
+
+def test_serving_refuses_a_damaged_version(tiny_artifacts: Path, tmp_path: Path) -> None:
+    from serve.app import build_app
+
+    copy = tmp_path / "v"
+    shutil.copytree(tiny_artifacts, copy)
+    (copy / "index.faiss").write_bytes(b"garbage")
+    with pytest.raises(ArtifactError, match="index.faiss does not match its checksum"):
+        build_app(copy)
