@@ -77,3 +77,9 @@ def add_args(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> None:
     demo(args.workdir, args.scale, args.port, args.seed)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(prog="python -m flows.demo")
+    add_args(parser)
+    run(parser.parse_args())

@@ -10,7 +10,15 @@ import pytest
 import torch
 
 from train.dlrm import DLRM, SPARSE, DLRMConfig, DLRMTrain
-from train.features import DENSE, ITEM_SPARSE, OOV, USER_SPARSE, Features, mask_users
+from train.features import (
+    DENSE,
+    ITEM_SPARSE,
+    OOV,
+    USER_SPARSE,
+    Features,
+    mask_devices,
+    mask_users,
+)
 from train.loop import to_tensors
 from train.two_tower import TwoTower, TwoTowerConfig, TwoTowerTrain
 
@@ -146,6 +154,15 @@ def test_masking_hits_the_configured_share_of_rows() -> None:
     assert (out["age_bucket"][anonymous] == OOV).all() and (out["age"][anonymous] == 0).all()
     assert (out["age"][masked & ~anonymous] == 1).all()
     assert (out["item"] == 1).all()  # item features are never masked
+
+
+def test_device_masking_is_separate_from_user_masking() -> None:
+    n = 20_000
+    b = {"user": np.ones(n, dtype=np.int64), "device": np.full(n, 2)}
+    out = mask_devices(b, 0.05, np.random.default_rng(1))
+    assert 0.04 < (out["device"] == OOV).mean() < 0.06
+    assert (out["user"] == 1).all()
+    assert mask_devices({"user": b["user"]}, 0.05, np.random.default_rng(1)).keys() == {"user"}
 
 
 def test_to_tensors_stacks_dense_features() -> None:

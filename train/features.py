@@ -1,10 +1,11 @@
 """Feature vocabularies and transforms, fitted on training days and shared with serving.
 
 Every categorical feature reserves index 0 for out-of-vocabulary (OOV): unknown users, new
-items, an unseen device. Training masks 5% of rows' user features to OOV so that index 0
-learns what a cold-start user looks like; serving then maps an unknown user to the same
-index and gets that learned representation. Training and serving call the same functions
-(`user_features`, `item_table`, `context_features`), so there is one code path.
+items, an unseen device. Training masks 5% of rows' user features (and, separately, 5% of
+rows' device) to OOV so that index 0 learns what a cold-start user looks like; serving then
+maps an unknown user to the same index and gets that learned representation. Training and
+serving call the same functions (`user_features`, `item_table`, `context_features`), so
+there is one code path.
 """
 
 from __future__ import annotations
@@ -200,4 +201,15 @@ def mask_users(batch: dict, rate: float, generator: np.random.Generator) -> dict
     for key in USER_SPARSE[1:]:
         batch[key] = np.where(anonymous, OOV, batch[key])
     batch["age"] = np.where(anonymous, 0.0, batch["age"]).astype(np.float32)
+    return batch
+
+
+def mask_devices(batch: dict, rate: float, generator: np.random.Generator) -> dict:
+    """Replace the device by OOV on a `rate` share of rows, so an unknown or missing device
+    at serving time meets a trained embedding rather than its random initialization."""
+    if rate <= 0 or "device" not in batch:
+        return batch
+    batch = dict(batch)
+    batch["device"] = np.where(generator.random(len(batch["device"])) < rate, OOV,
+                               batch["device"])
     return batch

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from train.dlrm import DLRM, DLRMConfig, DLRMTrain
-from train.features import DENSE, mask_users
+from train.features import DENSE, mask_devices, mask_users
 from train.two_tower import TwoTower, TwoTowerConfig, TwoTowerTrain
 
 log = logging.getLogger(__name__)
@@ -38,6 +38,7 @@ class LoopConfig:
     batch_size: int = 1024
     lr: float = 3e-3
     mask_rate: float = 0.05  # share of rows whose user features are masked to OOV
+    device_mask_rate: float = 0.05  # share of rows whose device is masked to OOV
     num_workers: int = 2
     cpus_per_worker: float = 0.5
     use_gpu: bool = False
@@ -101,7 +102,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         total, rows = 0.0, 0
         for batch in train_shard.iter_batches(batch_size=loop.batch_size, batch_format="numpy",
                                               local_shuffle_buffer_size=4 * loop.batch_size):
-            x = to_tensors(mask_users(batch, loop.mask_rate, rng), device)
+            batch = mask_devices(mask_users(batch, loop.mask_rate, rng),
+                                 loop.device_mask_rate, rng)
+            x = to_tensors(batch, device)
             loss = train(x)
             optimizer.zero_grad()
             loss.backward()
