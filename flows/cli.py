@@ -15,7 +15,9 @@ def _serve(args: argparse.Namespace) -> None:
 
     from flows.runtime import start_ray
     from serve.app import run_app
+    from train.artifacts import resolve, verify
 
+    verify(resolve(args.artifacts))  # a clear error before Ray starts, not after
     with start_ray():
         url = run_app(args.artifacts, host=args.host, port=args.port)
         print(f"serving {args.artifacts} at {url} (POST /recommend, GET /healthz, /docs); "

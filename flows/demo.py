@@ -61,7 +61,7 @@ def demo(workdir: Path, scale: str, port: int, seed: int = 0) -> dict[str, Any]:
             items = ", ".join(f"{i['item_id']} ({i['score']:.2f})" for i in answer["items"])
             print(f"[demo]   {json.dumps(body)}\n[demo]     known_user={answer['known_user']} "
                   f"version={answer['model_version']}: {items}", flush=True)
-        serve.shutdown()
+        serve.delete("warmstart")
     print(f"[demo] done in {time.perf_counter() - t0:.0f} s; data in {data}, models in "
           f"{artifacts}")
     return {"answers": answers, "seconds": time.perf_counter() - t0}

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shutil
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -101,23 +102,21 @@ def train(cfg: TrainConfig) -> Path:
     storage = (cfg.artifacts / "_runs").resolve()
     run = cfg.version or new_version()
 
+
+    def days(split: tuple[int, ...], clicks_only: bool) -> Any:
+        return featurized(cfg.data, split, features, users, items, clicks_only,
+                          cfg.cache_datasets)
+
     with step("train two-tower (Ray Train)"):
-        tt, tt_hist = fit("two_tower", cfg.two_tower, cards,
-                          featurized(cfg.data, cfg.split.train, features, users, items, True,
-                                     cfg.cache_datasets),
-                          featurized(cfg.data, cfg.split.val, features, users, items, True,
-                                     cfg.cache_datasets),
-                          cfg.two_tower_loop, storage, f"{run}-two_tower", log_q)
+        tt, tt_hist = fit("two_tower", cfg.two_tower, cards, days(cfg.split.train, True),
+                          days(cfg.split.val, True), cfg.two_tower_loop, storage,
+                          f"{run}-two_tower", log_q)
     with step("embed items and build the FAISS index"):
         vectors = item_vectors(tt, features.item_table(items))
         index = build_index(vectors, cfg.index)
     with step("train DLRM (Ray Train)"):
-        dlrm, dlrm_hist = fit("dlrm", cfg.dlrm, cards,
-                              featurized(cfg.data, cfg.split.train, features, users, items, False,
-                                         cfg.cache_datasets),
-                              featurized(cfg.data, cfg.split.val, features, users, items, False,
-                                         cfg.cache_datasets),
-                              cfg.dlrm_loop, storage, f"{run}-dlrm")
+        dlrm, dlrm_hist = fit("dlrm", cfg.dlrm, cards, days(cfg.split.train, False),
+                              days(cfg.split.val, False), cfg.dlrm_loop, storage, f"{run}-dlrm")
 
     bundle = Bundle(version=run, path=cfg.artifacts / run, manifest={}, features=features,
                     two_tower=tt, dlrm=dlrm, index=index, items=items, users=users,
@@ -133,6 +132,8 @@ def train(cfg: TrainConfig) -> Path:
         folder = publish(cfg.artifacts, run, features=features, two_tower=tt, dlrm=dlrm,
                          index=index, items=items, users=users, data_window=window,
                          metrics=metrics)
+    for ray_run in storage.glob(f"{run}-*"):  # checkpoints only matter while training
+        shutil.rmtree(ray_run, ignore_errors=True)
     print(f"[train] published {folder} in {time.perf_counter() - t0:.1f} s")
     return folder
 
@@ -169,6 +170,8 @@ def run(args: argparse.Namespace) -> None:
     from flows.runtime import start_ray
 
     cfg = config_from_args(args)
+    read_items(cfg.data)  # fail on a missing or bad data folder before Ray starts
+    read_users(cfg.data)
     with start_ray():
         train(cfg)
 

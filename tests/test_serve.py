@@ -112,7 +112,7 @@ def server(tiny_artifacts: Path):
 
     url = run_app(tiny_artifacts.parent, port=free_port())
     yield url
-    serve.shutdown()
+    serve.delete("warmstart")
 
 
 def test_http_recommend_known_unknown_and_malformed(server: str, tiny_artifacts: Path) -> None:

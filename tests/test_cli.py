@@ -1,0 +1,35 @@
+"""The command line fails early, with an error that says what to do."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from flows.cli import main
+
+
+def test_train_without_data_says_to_generate(tmp_path: Path, capsys) -> None:
+    assert main(["train", "--data", str(tmp_path / "nothing")]) == 2
+    err = capsys.readouterr().err
+    assert "item table not found" in err and "warmstart generate" in err
+
+
+def test_evaluate_and_serve_without_a_version_say_to_train(tmp_path: Path, capsys) -> None:
+    assert main(["evaluate", "--artifacts", str(tmp_path)]) == 2
+    assert "run `warmstart train` first" in capsys.readouterr().err
+    assert main(["serve", "--artifacts", str(tmp_path)]) == 2
+    assert "run `warmstart train` first" in capsys.readouterr().err
+
+
+def test_item_table_missing_columns_is_named(tmp_path: Path, capsys) -> None:
+    pd.DataFrame({"item_id": ["a"], "price": [1.0]}).to_parquet(tmp_path / "items.parquet")
+    assert main(["train", "--data", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "items.parquet lacks columns ['category', 'style']" in err
+
+
+def test_unknown_scale_is_refused() -> None:
+    with pytest.raises(SystemExit):
+        main(["generate", "--scale", "huge"])
