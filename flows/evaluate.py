@@ -87,7 +87,7 @@ def _retrieval(bundle: Bundle, test: pd.DataFrame, world: World | None, clicks: 
     cold = cold_of.reindex(users).to_numpy(bool)
     k = cfg.k
 
-    u_cols = bundle.features.user_features(users, bundle.users)
+    u_cols = bundle.features.user_features(users, bundle.user_table)
     _, model_top = search(bundle.index, user_vectors(bundle.two_tower, u_cols), k)
     pop_top = np.tile(np.argsort(-clicks, kind="stable")[:k], (len(users), 1))
     scores = {"two_tower": recall_at_k(model_top, relevant, k),
@@ -111,7 +111,8 @@ def _ranking(bundle: Bundle, test: pd.DataFrame, ctr: np.ndarray, item_pos: dict
              cfg: EvalConfig, rng: np.random.Generator) -> dict[str, Any]:
     if len(test) > cfg.max_impressions:
         test = test.iloc[np.sort(rng.choice(len(test), cfg.max_impressions, replace=False))]
-    rows = featurize(test, bundle.features, bundle.users, bundle.item_rows, item_pos)
+    rows = featurize(test, bundle.features, bundle.user_table, bundle.item_rows,
+                     item_pos)
     probs = np.concatenate([
         click_probability(bundle.dlrm, {k: v[s:s + 65536] for k, v in rows.items()})
         for s in range(0, len(test), 65536)])

@@ -27,7 +27,7 @@ from flows.data import Split, ray_interactions, read_interactions, read_items, r
 from index.faiss_index import IndexConfig, build_index
 from train.artifacts import Bundle, new_version, publish
 from train.dlrm import DLRMConfig
-from train.features import Features, featurize
+from train.features import Features, UserTable, featurize
 from train.loop import LoopConfig, fit
 from train.scoring import item_vectors
 from train.two_tower import TwoTowerConfig
@@ -72,12 +72,15 @@ def featurized(data: Path, days: tuple[int, ...], features: Features, users: pd.
     """A streaming Ray Dataset of model inputs for the given days."""
     item_rows = features.item_table(items)
     item_pos = {iid: n for n, iid in enumerate(items["item_id"])}
+    table = UserTable.from_frame(users)
+    from ray.data.expressions import col
+
     ds = ray_interactions(data, days)
     if clicks_only:
-        ds = ds.filter(expr="label == 1")
+        ds = ds.filter(expr=col("label") == 1)
 
     def fn(batch: pd.DataFrame) -> dict[str, np.ndarray]:
-        return featurize(batch, features, users, item_rows, item_pos)
+        return featurize(batch, features, table, item_rows, item_pos)
 
     ds = ds.map_batches(fn, batch_format="pandas", batch_size=8192, num_cpus=0.5)
     return ds.materialize() if cache else ds

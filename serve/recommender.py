@@ -50,7 +50,7 @@ class Recommender:
     def recommend(self, user_id: str, ctx: Context, k: int) -> dict[str, Any]:
         b = self.bundle
         # 1. User features: an unknown user gets OOV everywhere (the cold-start embedding).
-        user = b.features.user_features(np.array([user_id]), b.users)
+        user = b.features.user_features(np.array([user_id]), b.user_table)
         known = bool(user["user"][0] != 0)
         # 2. Retrieval: query tower -> FAISS top-N over the item-tower vectors.
         _, cand = search(b.index, user_vectors(b.two_tower, user), self.cfg.retrieval_k)

@@ -53,7 +53,7 @@ def test_in_batch_loss_ignores_duplicate_positives() -> None:
     for n in ITEM_SPARSE:
         x[n] = torch.ones(4, dtype=torch.long)
     # ... so no row has a negative: softmax over one logit, loss exactly 0.
-    assert float(TwoTowerTrain(model)(x)) == pytest.approx(0.0, abs=1e-6)
+    assert TwoTowerTrain(model)(x).item() == pytest.approx(0.0, abs=1e-6)
 
 
 def test_in_batch_loss_matches_hand_computed_cross_entropy() -> None:
@@ -64,7 +64,7 @@ def test_in_batch_loss_matches_hand_computed_cross_entropy() -> None:
     u, v = model.user_embedding(x), model.item_embedding(x)
     logits = (u @ v.T / 0.5).detach().numpy()
     expected = np.mean([np.log(np.exp(logits[i]).sum()) - logits[i, i] for i in range(3)])
-    assert float(TwoTowerTrain(model)(x)) == pytest.approx(expected, rel=1e-5)
+    assert TwoTowerTrain(model)(x).item() == pytest.approx(expected, rel=1e-5)
 
 
 def test_dlrm_shapes_and_interaction_width() -> None:

@@ -21,7 +21,7 @@ import hashlib
 import json
 import os
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,7 @@ import torch
 
 from index.faiss_index import load_index, save_index
 from train.dlrm import DLRM, DLRMConfig
-from train.features import Features
+from train.features import Features, UserTable
 from train.two_tower import TwoTower, TwoTowerConfig
 
 MANIFEST = "manifest.json"
@@ -57,6 +57,10 @@ class Bundle:
     items: pd.DataFrame
     users: pd.DataFrame  # indexed by user_id
     item_rows: dict[str, np.ndarray]  # features.item_table(items)
+    user_table: UserTable = field(init=False)  # `users` as arrays, for per-request lookups
+
+    def __post_init__(self) -> None:
+        self.user_table = UserTable.from_frame(self.users)
 
 
 def sha256(path: Path) -> str:

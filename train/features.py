@@ -34,10 +34,33 @@ def _vocab(values: pd.Series | np.ndarray, min_freq: int = 1) -> dict[str, int]:
     return {v: n + 1 for n, v in enumerate(sorted(kept, key=lambda v: (-counts[v], v)))}
 
 
-def _lookup(vocab: dict[str, int], values: pd.Series | np.ndarray) -> np.ndarray:
-    """Indices of `values`; anything not in the vocabulary (or missing) maps to OOV."""
-    s = pd.Series(np.asarray(values, dtype=object)).astype(str)
-    return s.map(vocab).fillna(OOV).to_numpy(np.int64)
+def _keys(values: pd.Series | np.ndarray) -> np.ndarray:
+    """Values as an object array of str, the form vocabularies are keyed by."""
+    return np.array([str(v) for v in np.asarray(values, dtype=object)], dtype=object)
+
+
+@dataclass
+class UserTable:
+    """User attributes as arrays keyed by id: looking up N users costs O(N) whatever the
+    table's size (serving looks up one user per request in a table of 300k)."""
+
+    rows: dict[str, int]
+    age: np.ndarray  # (U,) float, NaN where unknown
+    gender: np.ndarray  # (U,) str, "" where unknown
+
+    @classmethod
+    def from_frame(cls, users: pd.DataFrame) -> UserTable:
+        """From a user table indexed by user_id, with age and gender columns."""
+        return cls(
+            rows={str(u): n for n, u in enumerate(users.index)},
+            age=users["age"].to_numpy(dtype=float, na_value=np.nan),
+            gender=users["gender"].to_numpy(dtype=object, na_value=""),
+        )
+
+    def positions(self, ids: np.ndarray) -> np.ndarray:
+        """(N,) row of each id, -1 where the table does not have it."""
+        get = self.rows.get
+        return np.fromiter((get(k, -1) for k in ids), dtype=np.int64, count=len(ids))
 
 
 @dataclass
@@ -103,22 +126,31 @@ class Features:
 
     # ----- transforms shared by training and serving -------------------------------------------
 
-    def user_features(self, user_ids: np.ndarray | pd.Series, users: pd.DataFrame
+    def _lookup(self, vocab: str, values: pd.Series | np.ndarray) -> np.ndarray:
+        """Indices of `values` in a vocabulary; unknown or missing values map to OOV."""
+        get = getattr(self, vocab).get
+        keys = _keys(values)
+        return np.fromiter((get(k, OOV) for k in keys), dtype=np.int64, count=len(keys))
+
+    def user_features(self, user_ids: np.ndarray | pd.Series, users: UserTable | pd.DataFrame
                       ) -> dict[str, np.ndarray]:
-        """Sparse and dense user features; `users` is indexed by user_id.
+        """Sparse and dense user features; `users` is a UserTable (or a frame indexed by id).
 
         A user absent from the vocabulary gets user=OOV but keeps known attributes (age,
         gender) from the user table; one absent from the table gets OOV everywhere.
         """
-        ids = pd.Series(np.asarray(user_ids, dtype=object)).astype(str)
-        attrs = users.reindex(ids.to_numpy())
-        age = attrs["age"].astype(float).to_numpy()
+        table = users if isinstance(users, UserTable) else UserTable.from_frame(users)
+        ids = _keys(user_ids)
+        pos = table.positions(ids)  # N
+        found = pos >= 0
+        age = np.where(found, table.age[np.where(found, pos, 0)], np.nan)
+        gender = np.where(found, table.gender[np.where(found, pos, 0)], "")
         known_age = ~np.isnan(age)
         bucket = np.where(known_age, np.digitize(np.nan_to_num(age), AGE_EDGES) + 1, OOV)
         return {
-            "user": _lookup(self.users, ids),
+            "user": self._lookup("users", ids),
             "age_bucket": bucket.astype(np.int64),
-            "gender": _lookup(self.genders, attrs["gender"].fillna("").to_numpy()),
+            "gender": self._lookup("genders", gender),
             "age": np.where(known_age, (age - self.age_mean) / self.age_std, 0.0
                             ).astype(np.float32),
         }
@@ -128,9 +160,9 @@ class Features:
         price = items["price"].astype(float).to_numpy()
         style_key = items["category"].astype(str) + "/" + items["style"].astype(str)
         return {
-            "item": _lookup(self.items, items["item_id"]),
-            "category": _lookup(self.categories, items["category"]),
-            "style": _lookup(self.styles, style_key),
+            "item": self._lookup("items", items["item_id"]),
+            "category": self._lookup("categories", items["category"]),
+            "style": self._lookup("styles", style_key),
             "price_bucket": (np.digitize(price, self.price_edges) + 1).astype(np.int64),
             "price": ((np.log1p(price) - self.log_price_mean) / self.log_price_std
                       ).astype(np.float32),
@@ -142,7 +174,7 @@ class Features:
         hour = np.asarray(hour, dtype=np.int64)
         weekday = np.asarray(weekday, dtype=np.int64)
         return {
-            "device": _lookup(self.devices, np.asarray(device, dtype=object)),
+            "device": self._lookup("devices", np.asarray(device, dtype=object)),
             "hour": hour + 1,
             "weekday": weekday + 1,
             "hour_sin": np.sin(2 * np.pi * hour / 24).astype(np.float32),
@@ -163,7 +195,7 @@ class Features:
         return cls(**json.loads(path.read_text()))
 
 
-def featurize(batch: pd.DataFrame, features: Features, users: pd.DataFrame,
+def featurize(batch: pd.DataFrame, features: Features, users: UserTable,
               item_rows: dict[str, np.ndarray], item_pos: dict[str, int]
               ) -> dict[str, np.ndarray]:
     """Interaction rows -> model inputs (sparse int64, dense float32, label float32).
