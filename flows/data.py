@@ -84,4 +84,5 @@ def ray_interactions(data: Path, days: tuple[int, ...]) -> Any:
     wanted = set(days)
     root = str((data / "interactions").resolve())
     flt = PathPartitionFilter.of(lambda p: int(p["day"]) in wanted, base_dir=root)
-    return ray.data.read_parquet(root, partition_filter=flt, columns=list(INTERACTION_COLUMNS))
+    ds = ray.data.read_parquet(root, partition_filter=flt)
+    return ds.select_columns(list(INTERACTION_COLUMNS))
