@@ -50,6 +50,7 @@ def demo(workdir: Path, scale: str, port: int, seed: int = 0) -> dict[str, Any]:
         import pandas as pd
 
         known = str(pd.read_parquet(data / "users.parquet")["user_id"].iloc[0])
+        catalog = pd.read_parquet(data / "items.parquet").set_index("item_id")
         answers = []
         for body in ({"user_id": known, "device": "web", "timestamp": "2026-01-19T09:30:00",
                       "k": 5},
@@ -58,7 +59,9 @@ def demo(workdir: Path, scale: str, port: int, seed: int = 0) -> dict[str, Any]:
                      {"user_id": "someone-new", "device": "android", "k": 5}):
             answer = post(url + "/recommend", body)
             answers.append(answer)
-            items = ", ".join(f"{i['item_id']} ({i['score']:.2f})" for i in answer["items"])
+            items = ", ".join(f"{i['item_id']} {catalog.loc[i['item_id'], 'category']}/"
+                              f"{catalog.loc[i['item_id'], 'style']} ({i['score']:.2f})"
+                              for i in answer["items"])
             print(f"[demo]   {json.dumps(body)}\n[demo]     known_user={answer['known_user']} "
                   f"version={answer['model_version']}: {items}", flush=True)
         serve.delete("warmstart")
