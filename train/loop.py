@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import ray.exceptions
 import ray.train
 import ray.train.torch
 import ray.util.queue
@@ -113,7 +114,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             rows += len(x["label"])
         val_loss = _evaluate_loss(train, val_shard, loop.batch_size, device)
         metrics = {"epoch": epoch, "train_loss": total / max(rows, 1), "val_loss": val_loss,
-                   "train_rows": rows}
+                   "train_rows": rows, "start_epoch": start_epoch}
         with tempfile.TemporaryDirectory() as tmp:
             ckpt = None
             if ctx.get_world_rank() == 0:
@@ -149,19 +150,26 @@ class ProgressCallback(ray.train.UserCallback):
 
 
 @contextlib.contextmanager
-def _print_progress(queue: Any, kind: str, epochs: int) -> Iterator[None]:
-    """Print each finished epoch while `trainer.fit()` blocks the main thread."""
-    import queue as queue_lib
-
+def _print_progress(queue: Any, kind: str, epochs: int) -> Iterator[list[dict[str, Any]]]:
+    """Print each finished epoch while `trainer.fit()` blocks the main thread; yields the
+    list that collects every report, restarts included (Ray's result keeps only the
+    retained checkpoints' metrics)."""
     done = threading.Event()
     t0 = time.perf_counter()
+    history: list[dict[str, Any]] = []
 
     def pump() -> None:
-        while not done.is_set():
+        while True:
             try:
                 m = queue.get(timeout=0.5)
-            except (queue_lib.Empty, Exception):
+            except ray.util.queue.Empty:
+                if done.is_set():  # training returned and every report is drained
+                    return
                 continue
+            except ray.exceptions.RayError as e:  # progress is best effort; training goes on
+                log.warning("epoch progress unavailable: %s", e)
+                return
+            history.append(m)
             print(f"[train]   {kind} epoch {int(m['epoch']) + 1}/{epochs}: "
                   f"train loss {m['train_loss']:.4f}, val loss {m['val_loss']:.4f} "
                   f"({time.perf_counter() - t0:.0f} s)", flush=True)
@@ -169,11 +177,10 @@ def _print_progress(queue: Any, kind: str, epochs: int) -> Iterator[None]:
     thread = threading.Thread(target=pump, daemon=True)
     thread.start()
     try:
-        yield
+        yield history
     finally:
-        time.sleep(0.6)  # let the last epoch's line through
         done.set()
-        thread.join(timeout=2)
+        thread.join(timeout=30)
         queue.shutdown()
 
 
@@ -212,7 +219,7 @@ def fit(kind: str, model_cfg: TwoTowerConfig | DLRMConfig, cards: dict[str, int]
         ),
         datasets={"train": train_ds, "val": val_ds},
     )
-    with _print_progress(progress, kind, loop.epochs):
+    with _print_progress(progress, kind, loop.epochs) as history:
         result = trainer.fit()
     if result.checkpoint is None:
         raise RuntimeError(f"{kind} training finished without a checkpoint: {result.error}")
@@ -224,7 +231,4 @@ def fit(kind: str, model_cfg: TwoTowerConfig | DLRMConfig, cards: dict[str, int]
     model = build_model(kind, asdict(model_cfg), cards)
     model.load_state_dict(state["model"])
     model.eval()
-    history: list[dict[Any, Any]] = [result.metrics] if result.metrics else []
-    if result.metrics_dataframe is not None and len(result.metrics_dataframe):
-        history = result.metrics_dataframe.to_dict("records")
     return model, history
