@@ -1,10 +1,11 @@
 """`warmstart evaluate`: test-day quality beside popularity and the generator's oracle.
 
-Retrieval: recall@K of each test user's clicked items in the Two-Tower top-K (FAISS),
-beside the K most-clicked training items and the oracle's top-K (items ranked by expected
-clicks under the true model). Ranking: AUC and log loss of the DLRM on test impressions,
-beside item click-through rate from training and the true click probability. Each overall
-and for cold-start users (no training interactions). Oracle figures need the `truth/`
+Retrieval: recall and NDCG at 10 and K of each test user's clicked items in the Two-Tower
+top-K (FAISS), beside the K most-clicked training items and the oracle's top-K (items ranked
+by expected clicks under the true model). Ranking: AUC and log loss of the DLRM on test
+impressions, beside item click-through rate from training and the true click probability.
+Each overall, for cold-start users (no training interactions), for known users masked to
+OOV at inference, and per device. Oracle figures need the `truth/`
 folder that `warmstart generate` writes; for other data they are left out.
 """
 
@@ -23,8 +24,8 @@ from flows.data import Split, read_interactions
 from flows.synthetic import World
 from index.faiss_index import search
 from train.artifacts import Bundle, load_bundle
-from train.features import featurize
-from train.metrics import auc, log_loss, recall_at_k
+from train.features import USER_SPARSE, featurize
+from train.metrics import auc, log_loss, ndcg_at_k, recall_at_k
 from train.scoring import click_probability, user_vectors
 
 
@@ -74,81 +75,118 @@ def _world(data: Path, items: pd.DataFrame) -> World | None:
         return None
 
 
+SLICES = ("overall", "cold", "masked", "web", "ios", "android")
+
+
 def _retrieval(bundle: Bundle, test: pd.DataFrame, world: World | None, clicks: np.ndarray,
                item_pos: dict[str, int], cfg: EvalConfig, rng: np.random.Generator
                ) -> dict[str, Any]:
+    """Recall and NDCG at 10 and K of each sampled test user's clicked items.
+
+    Slices: cold users (no training interactions); "masked", known users whose features are
+    replaced by OOV at inference (what a known user looks like before login); and per
+    device, where a user's relevant items are their clicks on that device.
+    """
     clicked = test[test["label"] == 1]
-    per_user = clicked.groupby("user_id")["item_id"].agg(lambda s: np.unique(s.map(item_pos)))
-    cold_of = test.groupby("user_id")["cold"].first()
-    users = per_user.index.to_numpy()
+    users = clicked["user_id"].unique()
     if len(users) > cfg.max_users:
         users = np.sort(rng.choice(users, cfg.max_users, replace=False))
-    relevant = [per_user[u] for u in users]
-    cold = cold_of.reindex(users).to_numpy(bool)
+    clicked = clicked[clicked["user_id"].isin(users)]
+    rows = clicked["item_id"].map(item_pos)
+    per_user = rows.groupby(clicked["user_id"]).agg(np.unique)
+    relevant = {"overall": [per_user[u] for u in users]}
+    for device in ("web", "ios", "android"):
+        on = rows[clicked["device"] == device].groupby(clicked["user_id"]).agg(np.unique)
+        relevant[device] = [on.get(u, np.array([], dtype=np.int64)) for u in users]
+    cold = ~np.isin(users, list(bundle.features.users))
     k = cfg.k
 
     u_cols = bundle.features.user_features(users, bundle.user_table)
-    _, model_top = search(bundle.index, user_vectors(bundle.two_tower, u_cols), k)
-    pop_top = np.tile(np.argsort(-clicks, kind="stable")[:k], (len(users), 1))
-    scores = {"two_tower": recall_at_k(model_top, relevant, k),
-              "popularity": recall_at_k(pop_top, relevant, k)}
+    masked_cols = {name: np.zeros_like(v) for name, v in u_cols.items()}  # all OOV
+    tops = {
+        "two_tower": search(bundle.index, user_vectors(bundle.two_tower, u_cols), k)[1],
+        "popularity": np.tile(np.argsort(-clicks, kind="stable")[:k], (len(users), 1)),
+    }
+    masked_top = search(bundle.index, user_vectors(bundle.two_tower, masked_cols), k)[1]
     if world is not None:
         uidx = pd.Series(np.arange(world.n_users), index=world.user_ids).reindex(users)
         if uidx.isna().any():
             raise ValueError("test users are missing from the ground truth; was the data "
                              "folder regenerated after training?")
         expected = world.expected_clicks(uidx.to_numpy(np.int64))  # U, I
-        oracle_top = np.argsort(-expected, axis=1)[:, :k]
-        scores["oracle"] = recall_at_k(oracle_top, relevant, k)
+        tops["oracle"] = np.argsort(-expected, axis=1)[:, :k]
+
     out: dict[str, Any] = {"k": k, "users": int(len(users)), "cold_users": int(cold.sum())}
-    for name, r in scores.items():
-        out[name] = {"overall": float(np.nanmean(r)),
-                     "cold": float(np.nanmean(r[cold])) if cold.any() else float("nan")}
+    for name, top in tops.items():
+        out[name] = {}
+        for sl in SLICES:
+            rel = relevant.get(sl, relevant["overall"])
+            t = masked_top if (sl == "masked" and name == "two_tower") else top
+            keep = {"cold": cold, "masked": ~cold}.get(sl, np.ones(len(users), bool))
+            out[name][sl] = {
+                f"{metric}@{kk}": _nanmean(fn(t, rel, kk)[keep])
+                for kk in (10, k) for metric, fn in (("recall", recall_at_k),
+                                                     ("ndcg", ndcg_at_k))}
     return out
+
+
+def _nanmean(x: np.ndarray) -> float:
+    return float(np.nanmean(x)) if np.isfinite(x).any() else float("nan")
 
 
 def _ranking(bundle: Bundle, test: pd.DataFrame, ctr: np.ndarray, item_pos: dict[str, int],
              cfg: EvalConfig, rng: np.random.Generator) -> dict[str, Any]:
+    """AUC and log loss on test impressions, by the same slices as retrieval."""
     if len(test) > cfg.max_impressions:
         test = test.iloc[np.sort(rng.choice(len(test), cfg.max_impressions, replace=False))]
-    rows = featurize(test, bundle.features, bundle.user_table, bundle.item_rows,
-                     item_pos)
-    probs = np.concatenate([
-        click_probability(bundle.dlrm, {k: v[s:s + 65536] for k, v in rows.items()})
-        for s in range(0, len(test), 65536)])
+    rows = featurize(test, bundle.features, bundle.user_table, bundle.item_rows, item_pos)
+    masked = rows | {name: np.zeros_like(rows[name]) for name in USER_SPARSE}
+    masked["age"] = np.zeros_like(rows["age"])
+
+    def dlrm(cols: dict[str, np.ndarray]) -> np.ndarray:
+        return np.concatenate([
+            click_probability(bundle.dlrm, {key: v[s:s + 65536] for key, v in cols.items()})
+            for s in range(0, len(test), 65536)])
+
     y = test["label"].to_numpy()
     cold = test["cold"].to_numpy(bool)
-    scores = {"dlrm": probs, "popularity": ctr[rows["item_row"]]}
+    device = test["device"].to_numpy()
+    scores = {"dlrm": dlrm(rows), "popularity": ctr[rows["item_row"]]}
+    masked_scores = dlrm(masked)
     if "p_click" in test:
         scores["oracle"] = test["p_click"].to_numpy()
     out: dict[str, Any] = {"impressions": int(len(test)), "cold_impressions": int(cold.sum())}
     for name, s in scores.items():
-        out[name] = {
-            "auc": auc(y, s),
-            "cold_auc": auc(y[cold], s[cold]) if cold.any() else float("nan"),
-            "log_loss": log_loss(y, s),
-        }
+        out[name] = {}
+        for sl in SLICES:
+            keep = {"overall": np.ones(len(y), bool), "cold": cold,
+                    "masked": ~cold}.get(sl, device == sl)
+            ss = masked_scores if (sl == "masked" and name == "dlrm") else s
+            out[name][sl] = {"auc": auc(y[keep], ss[keep]) if keep.any() else float("nan"),
+                             "log_loss": log_loss(y[keep], ss[keep]) if keep.any()
+                             else float("nan")}
     return out
 
 
 def format_report(report: dict[str, Any]) -> str:
-    r, k = report["retrieval"], report["retrieval"]["k"]
-    lines = [f"retrieval recall@{k} on {r['users']} test users ({r['cold_users']} cold):",
-             f"  {'model':<12}{'overall':>10}{'cold':>10}{'of oracle':>12}"]
-    for name in ("two_tower", "popularity", "oracle"):
-        if name in r:
-            frac = (f"{r[name]['overall'] / r['oracle']['overall']:>11.0%}" if "oracle" in r
-                    else "")
-            lines.append(f"  {name:<12}{r[name]['overall']:>10.3f}{r[name]['cold']:>10.3f} {frac}")
-    g = report["ranking"]
-    lines += [f"ranking AUC on {g['impressions']:,} test impressions "
-              f"({g['cold_impressions']:,} from cold users):",
-              f"  {'model':<12}{'AUC':>10}{'cold AUC':>10}{'log loss':>10}"]
-    for name in ("dlrm", "popularity", "oracle"):
-        if name in g:
-            s = g[name]
-            lines.append(f"  {name:<12}{s['auc']:>10.4f}{s['cold_auc']:>10.4f}"
-                         f"{s['log_loss']:>10.4f}")
+    r, g, k = report["retrieval"], report["ranking"], report["retrieval"]["k"]
+    models = [m for m in ("two_tower", "popularity", "oracle") if m in r]
+    head = "".join(f"{sl:>9}" for sl in SLICES)
+    lines = [f"retrieval on {r['users']} test users ({r['cold_users']} cold); masked = known "
+             "users with OOV features at inference:"]
+    for metric in (f"recall@{k}", "recall@10", f"ndcg@{k}", "ndcg@10"):
+        lines.append(f"  {metric:<22}{head}")
+        for m in models:
+            lines.append(f"    {m:<20}" + "".join(f"{r[m][sl][metric]:>9.3f}" for sl in SLICES))
+    if "oracle" in r:
+        share = r["two_tower"]["overall"][f"recall@{k}"] / r["oracle"]["overall"][f"recall@{k}"]
+        lines.append(f"  two_tower recall@{k} is {share:.0%} of the oracle's")
+    lines.append(f"ranking on {g['impressions']:,} test impressions ({g['cold_impressions']:,} "
+                 "from cold users):")
+    for metric in ("auc", "log_loss"):
+        lines.append(f"  {metric:<22}{head}")
+        for m in (m for m in ("dlrm", "popularity", "oracle") if m in g):
+            lines.append(f"    {m:<20}" + "".join(f"{g[m][sl][metric]:>9.4f}" for sl in SLICES))
     return "\n".join(lines)
 
 

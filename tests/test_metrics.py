@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from train.metrics import auc, log_loss, recall_at_k
+from train.metrics import auc, log_loss, ndcg_at_k, recall_at_k
 
 
 def test_auc_hand_example() -> None:
@@ -33,3 +33,12 @@ def test_recall_at_k() -> None:
     top = np.array([[1, 2, 3], [4, 5, 6]])
     r = recall_at_k(top, [np.array([2, 9]), np.array([])], k=2)
     assert r[0] == 0.5 and np.isnan(r[1])
+
+
+def test_ndcg_hand_example() -> None:
+    # Hits at ranks 1 and 3: DCG = 1 + 1/log2(4) = 1.5; ideal: 1 + 1/log2(3) = 1.6309.
+    got = ndcg_at_k(np.array([[9, 1, 7], [1, 2, 3]]), [np.array([7, 9]), np.array([])], k=3)
+    assert got[0] == pytest.approx(1.5 / (1 + 1 / np.log2(3)))
+    assert np.isnan(got[1])
+    # A perfect ranking scores 1 whatever the number of relevant items beyond k.
+    assert ndcg_at_k(np.array([[4, 5]]), [np.array([4, 5, 6])], k=2)[0] == pytest.approx(1.0)

@@ -44,3 +44,18 @@ def recall_at_k(top: np.ndarray, relevant: list[np.ndarray], k: int) -> np.ndarr
         if len(rel):
             out[u] = np.isin(rel, top[u, :k]).sum() / len(rel)
     return out
+
+
+def ndcg_at_k(top: np.ndarray, relevant: list[np.ndarray], k: int) -> np.ndarray:
+    """(U,) NDCG@k with binary relevance; NaN for users with no relevant items.
+
+    Example: relevant {7, 9}, top [9, 1, 7]: DCG = 1/log2(2) + 1/log2(4) = 1.5, the ideal
+    DCG = 1/log2(2) + 1/log2(3) = 1.631, so NDCG@3 = 0.920.
+    """
+    discount = 1.0 / np.log2(np.arange(2, k + 2))  # k
+    out = np.full(len(relevant), np.nan)
+    for u, rel in enumerate(relevant):
+        if len(rel):
+            hits = np.isin(top[u, :k], rel)
+            out[u] = (hits * discount[:len(hits)]).sum() / discount[:min(len(rel), k)].sum()
+    return out
