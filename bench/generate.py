@@ -17,6 +17,7 @@ from pathlib import Path
 
 import psutil
 
+from bench import report
 from bench.memory import PeakMemory
 from flows.generate import SCALES, GenerateConfig, generate
 from flows.runtime import start_ray
@@ -45,11 +46,7 @@ def main() -> None:
         f"= {total:.1f} s wall",
         f"  {mem.report()}",
     ]
-    print("\n".join(lines))
-    if args.save:
-        path = Path(__file__).parent / "results" / f"{dt.date.today()}-generate-{args.scale}.txt"
-        path.write_text("\n".join(lines) + "\n")
-
+    report(lines, f"generate-{args.scale}", args.save)
 
 if __name__ == "__main__":
     main()

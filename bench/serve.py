@@ -21,6 +21,7 @@ import numpy as np
 from fastapi import FastAPI
 from ray import serve
 
+from bench import report
 from flows.runtime import start_ray
 from serve.app import run_app
 from serve.recommender import Context, Recommender
@@ -103,11 +104,7 @@ def main() -> None:
                 print(lines[-1], flush=True)
     lines.append(f"  in-process Recommender.recommend, no HTTP: {in_process_ms:.2f} ms a request "
                  f"(mean over {len(bodies)}, one thread)")
-    print("\n".join(lines))
-    if args.save:
-        out = Path(__file__).parent / "results" / f"{dt.date.today()}-serve.txt"
-        out.write_text("\n".join(lines) + "\n")
-
+    report(lines, "serve", args.save)
 
 if __name__ == "__main__":
     main()

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from flows.evaluate import format_report
 from serve.recommender import Context, Recommender, request_context
 from train.artifacts import ArtifactError, load_bundle
 from train.scoring import click_probability, item_vectors
@@ -107,6 +108,9 @@ def test_pipeline_beats_chance_and_reports_every_baseline(tiny_artifacts: Path) 
         assert r[model]["overall"]["recall@10"] <= r[model]["overall"][recall]
     # Popularity ignores the user, so masking the user cannot change it; the DLRM uses them.
     assert g["dlrm"]["masked"]["auc"] != g["dlrm"]["overall"]["auc"]
+    text = format_report(report)
+    assert f"two_tower recall@{k} is" in text and "of the oracle's" in text
+    assert len(text.splitlines()) == 2 + 4 * 4 + 1 + 2 * 4
 
 
 # ----- HTTP through Ray Serve -----------------------------------------------------------------
