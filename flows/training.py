@@ -83,10 +83,7 @@ def featurized(data: Path, days: tuple[int, ...], features: Features, users: pd.
         return featurize(batch, features, table, item_rows, item_pos)
 
     ds = ds.map_batches(fn, batch_format="pandas", batch_size=8192, num_cpus=0.5)
-    # Rows arrive in day and session order; batches of one session's slate make poor in-batch
-    # negatives. Cached data is shuffled once globally (then locally each epoch); streamed data
-    # gets its blocks in random order.
-    return ds.random_shuffle(seed=0).materialize() if cache else ds.randomize_block_order()
+    return ds.materialize() if cache else ds
 
 
 def train(cfg: TrainConfig) -> Path:
