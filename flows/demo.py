@@ -34,7 +34,8 @@ def demo(workdir: Path, scale: str, port: int, seed: int = 0) -> dict[str, Any]:
     data, artifacts = workdir / "data", workdir / "artifacts"
     with start_ray():
         print(f"[demo] 1/4 generate ({scale})", flush=True)
-        stats = generate(GenerateConfig(out=data, scale=scale, seed=seed))
+        # The demo owns its workdir: a rerun replaces the previous run's data.
+        stats = generate(GenerateConfig(out=data, scale=scale, seed=seed, overwrite=True))
         print(f"[demo]   {int(stats['impressions']):,} impressions, {int(stats['users']):,} "
               f"users, {int(stats['items']):,} items in {stats['seconds']:.1f} s", flush=True)
         print("[demo] 2/4 train, index and evaluate", flush=True)

@@ -55,6 +55,7 @@ class GenerateConfig:
     seed: int = 0
     catalog: Path | None = None  # Retail Demo Store products.yaml; generated when None
     days: int = N_DAYS
+    overwrite: bool = False  # replace a dataset already in `out`
 
     def __post_init__(self) -> None:
         if self.scale not in SCALES:
@@ -167,10 +168,22 @@ def public_users(world: World) -> pd.DataFrame:
     })
 
 
+OUTPUTS = ("items.parquet", "users.parquet", "interactions", "truth")
+
+
+def check_out(cfg: GenerateConfig) -> None:
+    """Refuse to write over an existing dataset unless asked to: nothing is lost silently."""
+    present = [name for name in OUTPUTS if (cfg.out / name).exists()]
+    if present and not cfg.overwrite:
+        raise ValueError(f"{cfg.out} already holds {', '.join(present)}; pass --overwrite to "
+                         "replace that dataset, or choose another --out")
+
+
 def generate(cfg: GenerateConfig) -> dict[str, float]:
     """Generate a dataset into `cfg.out`; returns timing and size figures."""
     import ray
 
+    check_out(cfg)
     t0 = time.perf_counter()
     scale = SCALES[cfg.scale]
     rng = np.random.default_rng([cfg.seed, 0])
@@ -178,9 +191,8 @@ def generate(cfg: GenerateConfig) -> dict[str, float]:
     world = make_world(items, scale.n_users, cfg.days, cfg.seed)
     sessions = max(1, scale.impressions // (cfg.days * SLATE))
 
-    if cfg.out.exists():
-        for sub in ("interactions", "truth"):
-            shutil.rmtree(cfg.out / sub, ignore_errors=True)
+    for sub in ("interactions", "truth"):  # only with overwrite, see check_out
+        shutil.rmtree(cfg.out / sub, ignore_errors=True)
     cfg.out.mkdir(parents=True, exist_ok=True)
     pq.write_table(pa.Table.from_pandas(items, preserve_index=False), cfg.out / "items.parquet")
     pq.write_table(pa.Table.from_pandas(public_users(world), preserve_index=False),
@@ -220,6 +232,8 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, default=Path("data"), help="output folder (default data)")
     p.add_argument("--scale", choices=list(SCALES), default="tiny")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a dataset already in --out")
     p.add_argument("--catalog", type=Path, default=None,
                    help="Retail Demo Store products.yaml to use instead of a generated catalog")
 
@@ -227,7 +241,11 @@ def add_args(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> None:
     from flows.runtime import start_ray
 
-    cfg = GenerateConfig(out=args.out, scale=args.scale, seed=args.seed, catalog=args.catalog)
+    cfg = GenerateConfig(out=args.out, scale=args.scale, seed=args.seed, catalog=args.catalog,
+                         overwrite=args.overwrite)
+    check_out(cfg)  # before Ray starts
+    if cfg.catalog:
+        load_catalog(cfg.catalog)  # a bad catalog file fails here, naming the product
     with start_ray():
         stats = generate(cfg)
     print(f"generated {int(stats['impressions']):,} impressions for {int(stats['users']):,} users "

@@ -33,3 +33,18 @@ def test_item_table_missing_columns_is_named(tmp_path: Path, capsys) -> None:
 def test_unknown_scale_is_refused() -> None:
     with pytest.raises(SystemExit):
         main(["generate", "--scale", "huge"])
+
+
+def test_generate_will_not_overwrite_a_dataset_unasked(tmp_path: Path, capsys) -> None:
+    (tmp_path / "interactions").mkdir()
+    (tmp_path / "interactions" / "mine.parquet").write_bytes(b"keep me")
+    assert main(["generate", "--out", str(tmp_path)]) == 2
+    assert "already holds interactions; pass --overwrite" in capsys.readouterr().err
+    assert (tmp_path / "interactions" / "mine.parquet").read_bytes() == b"keep me"
+
+
+def test_generate_names_the_bad_product_before_starting_ray(tmp_path: Path, capsys) -> None:
+    bad = tmp_path / "products.yaml"
+    bad.write_text("- id: a1\n  name: Chair\n  category: spaceships\n  style: x\n  price: 1\n")
+    assert main(["generate", "--out", str(tmp_path / "out"), "--catalog", str(bad)]) == 2
+    assert "product #0 has unknown category 'spaceships'" in capsys.readouterr().err
