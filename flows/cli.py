@@ -7,7 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
-from flows import demo, evaluate, generate, training
+from flows import demo, evaluate, generate, load, training
 
 
 def _serve(args: argparse.Namespace) -> None:
@@ -38,6 +38,10 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("generate", help="synthetic retail data with ground truth")
     generate.add_args(p)
     p.set_defaults(func=generate.run)
+
+    p = sub.add_parser("load", help="a public dataset (MovieLens-100K) into the data layout")
+    load.add_args(p)
+    p.set_defaults(func=load.run)
 
     p = sub.add_parser("train", help="train Two-Tower and DLRM on Ray Train, index, publish")
     training.add_args(p)

@@ -54,16 +54,19 @@ def available_days(data: Path) -> list[int]:
     return sorted(int(p.name.split("=")[1]) for p in root.glob("day=*"))
 
 
+def data_files(data: Path, days: tuple[int, ...]) -> list[Path]:
+    """The parquet files holding the given days."""
+    if missing := sorted(set(days) - set(available_days(data))):
+        raise ValueError(f"{data / 'interactions'} has no day(s) {missing}; "
+                         f"available: {available_days(data)}")
+    return [f for d in days
+            for f in sorted((data / "interactions" / f"day={d:02d}").glob("*.parquet"))]
+
+
 def read_interactions(data: Path, days: tuple[int, ...],
                       columns: tuple[str, ...] = INTERACTION_COLUMNS) -> pd.DataFrame:
     """Interactions of the given days as pandas (for fitting and evaluation)."""
-    missing = sorted(set(days) - set(available_days(data)))
-    if missing:
-        raise ValueError(f"{data / 'interactions'} has no day(s) {missing}; "
-                         f"available: {available_days(data)}")
-    paths = [str(f) for d in days
-             for f in sorted((data / "interactions" / f"day={d:02d}").glob("*.parquet"))]
-    ds = pads.dataset(paths, format="parquet")
+    ds = pads.dataset([str(f) for f in data_files(data, days)], format="parquet")
     table = ds.to_table(columns=[c for c in columns if c != "day"])
     df = table.to_pandas()
     for col in ("user_id", "item_id", "device"):

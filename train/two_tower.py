@@ -4,19 +4,26 @@ Both towers end in L2-normalized D-dim vectors, so a user's score for an item is
 similarity and the item vectors go straight into an inner-product FAISS index. The loss
 (in-batch softmax) lives in `TwoTowerTrain`; serving imports only `TwoTower`.
 
-Shapes: B batch, D output dimension, E embedding dimension.
+Each tower also takes one vector input beside its embeddings: the query tower the user's
+category shares from training history (zeros for a cold user), the item tower the item's
+content embedding (PCA of its text embedding), which is what lets a brand-new item with no
+interactions get a useful vector.
+
+Shapes: B batch, D output dimension, E embedding dimension, V vector input width.
 
 Example::
 
-    cards = {"user": 10, "age_bucket": 7, "gender": 3,
-             "item": 20, "category": 5, "style": 9, "price_bucket": 12}
+    cards = {"user": 10, "age_bucket": 7, "gender": 3, "top_category": 5, "history": 5,
+             "item": 20, "category": 5, "style": 9, "price_bucket": 12, "content": 16}
     model = TwoTower(TwoTowerConfig(), cards)
-    u = model.user_embedding({k: torch.zeros(4, dtype=torch.long) for k in USER_SPARSE})
+    x = {k: torch.zeros(4, dtype=torch.long) for k in USER_SPARSE}
+    u = model.user_embedding(x | {"history": torch.zeros(4, 5)})
     assert u.shape == (4, 64)
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -32,35 +39,49 @@ class TwoTowerConfig:
     attr_dim: int = 8  # every other categorical attribute
     hidden: int = 128
     out_dim: int = 64
-    temperature: float = 0.1
+    temperature: float = 0.1  # initial value when learned
+    learn_temperature: bool = True
+    min_temperature: float = 0.01
 
 
 class Tower(nn.Module):
-    """Embeds a fixed set of categorical features, concatenates, and projects with an MLP."""
+    """Embeds a fixed set of categorical features, concatenates them with one vector input
+    (skipped when its width is 0), and projects with an MLP."""
 
-    def __init__(self, names: tuple[str, ...], cards: dict[str, int], id_dim: int,
-                 attr_dim: int, hidden: int, out_dim: int) -> None:
+    def __init__(self, names: tuple[str, ...], vector: str, cards: dict[str, int],
+                 id_dim: int, attr_dim: int, hidden: int, out_dim: int) -> None:
         super().__init__()
         self.names = names
+        self.vector = vector if cards.get(vector, 0) else None
         dims = {n: id_dim if n in ("user", "item") else attr_dim for n in names}
         self.embeddings = nn.ModuleDict({n: nn.Embedding(cards[n], dims[n]) for n in names})
-        self.mlp = nn.Sequential(
-            nn.Linear(sum(dims.values()), hidden), nn.ReLU(), nn.Linear(hidden, out_dim)
-        )
+        width = sum(dims.values()) + (cards[vector] if self.vector else 0)
+        self.mlp = nn.Sequential(nn.Linear(width, hidden), nn.ReLU(), nn.Linear(hidden, out_dim))
 
     def forward(self, x: dict[str, torch.Tensor]) -> torch.Tensor:
-        h = torch.cat([self.embeddings[n](x[n]) for n in self.names], dim=1)  # B, sum(E)
-        return F.normalize(self.mlp(h), dim=1)  # B, D
+        h = [self.embeddings[n](x[n]) for n in self.names]  # F x (B, E)
+        if self.vector:
+            h.append(x[self.vector].float())  # B, V
+        return F.normalize(self.mlp(torch.cat(h, dim=1)), dim=1)  # B, D
 
 
 class TwoTower(nn.Module):
     def __init__(self, cfg: TwoTowerConfig, cards: dict[str, int]) -> None:
         super().__init__()
         self.cfg = cfg
-        self.user_tower = Tower(USER_SPARSE, cards, cfg.id_dim, cfg.attr_dim, cfg.hidden,
-                                cfg.out_dim)
-        self.item_tower = Tower(ITEM_SPARSE, cards, cfg.id_dim, cfg.attr_dim, cfg.hidden,
-                                cfg.out_dim)
+        self.user_tower = Tower(USER_SPARSE, "history", cards, cfg.id_dim, cfg.attr_dim,
+                                cfg.hidden, cfg.out_dim)
+        self.item_tower = Tower(ITEM_SPARSE, "content", cards, cfg.id_dim, cfg.attr_dim,
+                                cfg.hidden, cfg.out_dim)
+        # log(1 / temperature), learned like CLIP's logit scale when cfg says so; only the
+        # training loss uses it (retrieval ranks by cosine, which it does not change).
+        self.log_inv_temperature = nn.Parameter(torch.tensor(-math.log(cfg.temperature)),
+                                                requires_grad=cfg.learn_temperature)
+
+    @property
+    def temperature(self) -> torch.Tensor:
+        max_scale = -math.log(self.cfg.min_temperature)
+        return torch.exp(-self.log_inv_temperature.clamp(max=max_scale))
 
     def user_embedding(self, x: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.user_tower(x)  # B, D
@@ -93,7 +114,7 @@ class TwoTowerTrain(nn.Module):
     def forward(self, x: dict[str, torch.Tensor]) -> torch.Tensor:
         u = self.model.user_embedding(x)  # B, D
         v = self.model.item_embedding(x)  # B, D
-        logits = u @ v.T / self.model.cfg.temperature  # B, B
+        logits = u @ v.T / self.model.temperature  # B, B
         if len(self.log_q):
             logits = logits - self.log_q[x["item_row"]][None, :]
         same = x["item_row"][:, None] == x["item_row"][None, :]  # B, B

