@@ -7,7 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
-from flows import demo, evaluate, generate, load, training
+from flows import demo, evaluate, finetune, generate, load, training
 
 
 def _serve(args: argparse.Namespace) -> None:
@@ -46,6 +46,11 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("train", help="train Two-Tower and DLRM on Ray Train, index, publish")
     training.add_args(p)
     p.set_defaults(func=training.run)
+
+    p = sub.add_parser("finetune", help="the daily flow: new day(s) + replay, item tower "
+                       "frozen, promoted only without a regression")
+    finetune.add_args(p)
+    p.set_defaults(func=finetune.run)
 
     p = sub.add_parser("evaluate", help="test-day quality beside popularity and the oracle")
     evaluate.add_args(p)

@@ -24,7 +24,7 @@ from flows.data import Split, read_interactions
 from flows.synthetic import World
 from index.faiss_index import search
 from train.artifacts import Bundle, load_bundle
-from train.features import USER_SPARSE, featurize
+from train.features import featurize, mask_user_attributes, mask_user_past
 from train.metrics import auc, log_loss, ndcg_at_k, recall_at_k
 from train.scoring import click_probability, user_vectors
 
@@ -143,8 +143,8 @@ def _ranking(bundle: Bundle, test: pd.DataFrame, ctr: np.ndarray, item_pos: dict
     if len(test) > cfg.max_impressions:
         test = test.iloc[np.sort(rng.choice(len(test), cfg.max_impressions, replace=False))]
     rows = featurize(test, bundle.features, bundle.user_table, bundle.item_rows, item_pos)
-    masked = rows | {name: np.zeros_like(rows[name]) for name in USER_SPARSE}
-    masked["age"] = np.zeros_like(rows["age"])
+    every = np.ones(len(test), dtype=bool)
+    masked = mask_user_attributes(mask_user_past(rows, every), every)  # nothing known
 
     def dlrm(cols: dict[str, np.ndarray]) -> np.ndarray:
         return np.concatenate([
