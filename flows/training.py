@@ -290,7 +290,7 @@ def _load_optional(path: Path) -> np.ndarray | None:
 
 
 def _clean(history: list[dict[str, Any]]) -> dict[str, Any]:
-    keep = ("epoch", "train_loss", "val_loss", "train_rows", "start_epoch")
+    keep = ("epoch", "train_loss", "val_loss", "train_rows", "start_epoch", "epoch_seconds")
     return {"epochs": [{k: float(h[k]) for k in keep if k in h} for h in history]}
 
 

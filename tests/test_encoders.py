@@ -191,3 +191,28 @@ def test_embed_texts_matches_direct_encode(ray_session: None, minilm: TextEncode
     assert got.shape == (41, 384)
     np.testing.assert_allclose(got, minilm.encode(texts), atol=1e-5)
     assert embed_texts([], cfg).shape == (0, 384)
+
+
+def test_item_content_puts_image_vectors_beside_text(tiny_clip: Path, tmp_path: Path) -> None:
+    """Items with an `image` column get CLIP vectors beside their text vectors; a row
+    without an image gets zeros there; without an image encoder the width is text only."""
+    import pandas as pd
+    from PIL import Image
+
+    from train.encoders import item_content, item_texts
+
+    png = tmp_path / "a.png"
+    Image.fromarray(np.full((20, 20, 3), 200, dtype=np.uint8)).save(png)
+    items = pd.DataFrame({"item_id": ["a", "b"], "name": ["Red wool coat", "Frying pan"],
+                          "description": ["warm", None], "category": ["apparel", "kitchen"],
+                          "style": ["coat", "pan"], "image": [str(png), None]})
+    assert item_texts(items) == ["Red wool coat. warm", "Frying pan"]
+    text = EncoderConfig()
+    both = item_content(items, text, str(tiny_clip), use_ray=False)
+    assert both is not None and both.shape == (2, 384 + 16)
+    np.testing.assert_allclose(np.linalg.norm(both[0, 384:]), 1.0, rtol=1e-5)
+    assert not both[1, 384:].any()
+    only_text = item_content(items.drop(columns="image"), text, None, use_ray=False)
+    assert only_text is not None
+    np.testing.assert_allclose(only_text, both[:, :384], atol=1e-6)
+    assert item_content(items, None, None) is None

@@ -120,7 +120,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         model.load_state_dict(state["model"])
         optimizer_state = state["optimizer"]
         start_epoch = state["epoch"] + 1
-    train = ray.train.torch.prepare_model(_wrap(kind, model, config.get("log_q")))
+    # move_to_device: Ray's own choice is CUDA or CPU, which is wrong on NeuronCores.
+    train = ray.train.torch.prepare_model(_wrap(kind, model, config.get("log_q")),
+                                          move_to_device=device)
     optimizer = torch.optim.Adam([p for p in train.parameters() if p.requires_grad], lr=loop.lr)
     if optimizer_state:
         optimizer.load_state_dict(optimizer_state)
@@ -129,6 +131,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     train_shard = ray.train.get_dataset_shard("train")
     val_shard = ray.train.get_dataset_shard("val")
     for epoch in range(start_epoch, loop.epochs):
+        t_epoch = time.perf_counter()
         train.train()
         total, rows = 0.0, 0
         for batch in train_shard.iter_batches(batch_size=loop.batch_size, batch_format="numpy",
@@ -144,7 +147,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             rows += len(x["label"])
         val_loss = _evaluate_loss(train, val_shard, loop.batch_size, device)
         metrics = {"epoch": epoch, "train_loss": total / max(rows, 1), "val_loss": val_loss,
-                   "train_rows": rows, "start_epoch": start_epoch}
+                   "train_rows": rows, "start_epoch": start_epoch,
+                   # this worker's rows over the epoch's wall time, validation included
+                   "epoch_seconds": time.perf_counter() - t_epoch}
         with tempfile.TemporaryDirectory() as tmp:
             ckpt = None
             if ctx.get_world_rank() == 0:
