@@ -84,6 +84,12 @@ class TrainConfig:
     # first skip reading and featurizing, when the training days hold at most this many
     # rows; above it, every epoch streams from parquet (seed scale must not sit in memory).
     cache_max_rows: int = 2_000_000
+    # Above `large_rows` training rows (seed scale: 8.4M), one pass sees each user many more
+    # times: fewer epochs and larger batches (fewer steps, so fewer all-reduces of the
+    # embedding tables) keep the full flow within an hour on 2 cores. None: never change.
+    large_rows: int | None = 5_000_000
+    large_epochs: tuple[int, int] = (2, 1)  # two-tower, DLRM
+    large_batch_size: int = 2048
     version: str | None = None
     reuse_steps: bool = True  # skip steps whose inputs are unchanged since a finished run
 
@@ -109,6 +115,21 @@ def featurized(data: Path, days: tuple[int, ...], features: Features, table: Use
     if count_rows(data, days) <= cache_max_rows:
         return ds.materialize()
     return ds
+
+
+def for_data_size(cfg: TrainConfig, train_rows: int) -> TrainConfig:
+    """`cfg` with the large-data epochs and batch size when the training days are large."""
+    if cfg.large_rows is None or train_rows <= cfg.large_rows:
+        return cfg
+    tt_epochs, dlrm_epochs = cfg.large_epochs
+    print(f"[train]   {train_rows:,} training rows > {cfg.large_rows:,}: two-tower "
+          f"{tt_epochs} epochs, DLRM {dlrm_epochs}, batch {cfg.large_batch_size} per worker")
+    return replace(
+        cfg,
+        two_tower_loop=replace(cfg.two_tower_loop, batch_size=cfg.large_batch_size,
+                               epochs=min(tt_epochs, cfg.two_tower_loop.epochs)),
+        dlrm_loop=replace(cfg.dlrm_loop, batch_size=cfg.large_batch_size,
+                          epochs=min(dlrm_epochs, cfg.dlrm_loop.epochs)))
 
 
 def count_rows(data: Path, days: tuple[int, ...]) -> int:
@@ -199,6 +220,7 @@ def train(cfg: TrainConfig) -> Path:
           f"{len(features.devices)} devices in the training vocabulary; content "
           f"{cards['content']}-d")
 
+    cfg = for_data_size(cfg, count_rows(cfg.data, split.train))
     storage = (cfg.artifacts / "_runs").resolve()
     run = cfg.version or new_version()
 
@@ -319,8 +341,9 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
                       image_encoder=args.image_encoder, reuse_steps=not args.rerun)
     over: dict[str, Any] = {"num_workers": args.workers,
                             "accelerator": "gpu" if args.gpu else args.accelerator}
-    if args.epochs:
+    if args.epochs:  # the user's choice stands at any data size
         over["epochs"] = args.epochs
+        cfg = replace(cfg, large_rows=None)
     return replace(cfg, two_tower_loop=replace(cfg.two_tower_loop, **over),
                    dlrm_loop=replace(cfg.dlrm_loop, **over))
 

@@ -85,3 +85,15 @@ def test_train_rerun_reuses_every_step_and_a_ranker_change_reruns_three(
     ran = json.loads((folder / "manifest.json").read_text())["metrics"]["steps"]["ran"]
     assert ran == ["train_ranker", "evaluate"]  # recorded by publish, the third, as it runs
     (tiny_artifacts.parent / "LATEST").write_text(tiny_artifacts.name)  # leave it as found
+
+
+def test_large_training_data_gets_fewer_epochs_and_larger_batches() -> None:
+    from flows.training import TrainConfig, for_data_size
+
+    cfg = TrainConfig()
+    assert for_data_size(cfg, 1_000_000) == cfg  # small: as configured
+    big = for_data_size(cfg, 8_400_000)
+    assert (big.two_tower_loop.epochs, big.dlrm_loop.epochs) == cfg.large_epochs
+    assert big.two_tower_loop.batch_size == big.dlrm_loop.batch_size == cfg.large_batch_size
+    assert big.two_tower_loop.lr == cfg.two_tower_loop.lr
+    assert for_data_size(replace(cfg, large_rows=None), 8_400_000) == cfg
