@@ -63,31 +63,40 @@ def test_unknown_user_gets_the_oov_answer(tiny_artifacts: Path) -> None:
 
 
 def test_a_new_item_is_retrievable_from_its_content_alone(tiny_artifacts: Path) -> None:
-    """A copy of a user's best-retrieved item under a new id (no interactions, so the id is
-    OOV) must be retrieved for that user next to the original, without retraining."""
+    """Copies of users' best-retrieved items under new ids (no interactions, so each id is
+    OOV) must be retrieved for those users near the originals, without retraining. Random
+    placement would rank a copy ~150th of 300; the bound leaves room for the id embedding
+    the copy lacks."""
     rec = Recommender(load_bundle(tiny_artifacts))
     b = rec.bundle
-    user = str(next(u for u in b.users.index if u in b.features.users))
-    ucols = b.features.user_features(np.array([user]), b.user_table)
+    users = [str(u) for u in b.users.index if u in b.features.users][:10]
+    ucols = b.features.user_features(np.array(users), b.user_table)
     _, before = search(b.index, user_vectors(b.two_tower, ucols), 300)
-    original = int(before[0][0])
-    new = b.items.iloc[[original]].assign(item_id="brand-new-1")
+    originals = before[:, 0]
+    new = b.items.iloc[originals].assign(item_id=[f"brand-new-{n}" for n in range(10)])
     n_before = b.index.ntotal
     rows = rec.add_items(new)
-    assert rows.tolist() == [n_before] and b.index.ntotal == n_before + 1
-    assert b.item_rows["item"][n_before] == 0  # the new id is OOV: content carries it
+    assert rows.tolist() == list(range(n_before, n_before + 10))
+    assert b.index.ntotal == n_before + 10
+    assert (b.item_rows["item"][rows] == 0).all()  # new ids are OOV: content carries them
     _, after = search(b.index, user_vectors(b.two_tower, ucols), 300)
-    rank = int(np.flatnonzero(after[0] == n_before)[0])
-    assert rank < 20, f"the new item ranks {rank} for the user its original ranks 0 for"
-    # Item to item: the original's nearest other item is the new copy, or close to it.
-    _, near = search(b.index, b.index.reconstruct(original)[None, :], 6)
-    assert n_before in near[0]
-    # Ranking scores the new row from the extended item cache (all 300 candidates ranked).
-    answer = rec.recommend(user, Context("web", 12, 2), 100)
+    ranks = [int(np.flatnonzero(after[u] == rows[u])[0]) for u in range(10)]
+    assert np.median(ranks) < 30, f"ranks of the copies: {ranks}"
+    # Content places each among its kind: nearer to its category than to the rest.
+    vectors = b.index.reconstruct_n(0, b.index.ntotal)  # I+10, D
+    category = b.items["category"].to_numpy()
+    margins = []
+    for r in rows:
+        cos = vectors[:n_before] @ vectors[r]
+        same = category[:n_before] == category[r]
+        margins.append(cos[same].mean() - cos[~same].mean())
+    assert np.mean(margins) > 0.05, f"same-category margins: {np.round(margins, 2)}"
+    # Ranking scores new rows from the extended item cache.
+    answer = rec.recommend(users[0], Context("web", 12, 2), 100)
     ranked = [i["item_id"] for i in answer["items"]]
     assert len(set(ranked)) == 100 and set(ranked) <= set(b.items["item_id"])
     with pytest.raises(ValueError, match="already in the catalog"):
-        rec.add_items(new)
+        rec.add_items(new.iloc[:1])
 
 
 def test_request_context_defaults_to_server_time() -> None:
