@@ -94,10 +94,10 @@ def finetune(cfg: FinetuneConfig, train_cfg: TrainConfig | None = None) -> dict[
 
     def rows(clicks_only: bool, columns: tuple[str, ...]) -> Any:
         replay = featurized(cfg.data, old, features, table, items, current.item_content,
-                            clicks_only, columns, 0)  # streamed: sampled below
+                            clicks_only, columns, 0, sample=cfg.replay_share, seed=cfg.seed)
         fresh = featurized(cfg.data, new, features, table, items, current.item_content,
                            clicks_only, columns, 0)
-        return replay.random_sample(cfg.replay_share, seed=cfg.seed).union(fresh)
+        return replay.union(fresh)  # streamed: one epoch reads each row once
 
     def val_rows(clicks_only: bool, columns: tuple[str, ...]) -> Any:
         return featurized(cfg.data, val, features, table, items, current.item_content,
@@ -129,8 +129,10 @@ def finetune(cfg: FinetuneConfig, train_cfg: TrainConfig | None = None) -> dict[
                    two_tower=tt, dlrm=dlrm, index=current.index, items=items,
                    users=current.users, user_table=table, item_content=current.item_content)
     split = Split(train=old + new, val=(), test=val)
-    before = evaluate(current, cfg.data, EvalConfig(split=split))  # as served today
-    after = evaluate(tuned, cfg.data, EvalConfig(split=split))
+    # The decision needs the two models side by side, not the oracle (the costly part).
+    ecfg = EvalConfig(split=split, oracle=False)
+    before = evaluate(current, cfg.data, ecfg)  # as served today
+    after = evaluate(tuned, cfg.data, ecfg)
     k = after["retrieval"]["k"]
     compare = {
         f"recall@{k}": (before["retrieval"]["two_tower"]["overall"][f"recall@{k}"],

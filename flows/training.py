@@ -96,14 +96,18 @@ class TrainConfig:
 
 def featurized(data: Path, days: tuple[int, ...], features: Features, table: UserTable,
                items: pd.DataFrame, item_content: np.ndarray | None, clicks_only: bool,
-               columns: tuple[str, ...], cache_max_rows: int) -> Any:
+               columns: tuple[str, ...], cache_max_rows: int, sample: float | None = None,
+               seed: int = 0) -> Any:
     """A Ray Dataset of model inputs for the given days: streamed, or materialized once when
-    it holds at most `cache_max_rows` rows."""
+    it holds at most `cache_max_rows` rows. `sample` keeps that share of the raw rows, drawn
+    before featurizing so the rest cost only their reading."""
     from ray.data.expressions import col
 
     item_rows = features.item_table(items, item_content)
     item_pos = {iid: n for n, iid in enumerate(items["item_id"])}
     ds = ray_interactions(data, days)
+    if sample is not None:
+        ds = ds.random_sample(sample, seed=seed)
     if clicks_only:
         ds = ds.filter(expr=col("label") == 1)
 
