@@ -249,6 +249,7 @@ def embed_texts(texts: list[str], cfg: EncoderConfig) -> np.ndarray:
     # One actor (`concurrency=1` is deprecated since Ray 2.51 in favour of `compute`).
     ds = items.map_batches(EmbedBatch, fn_constructor_kwargs={"cfg": cfg},
                            compute=ray.data.ActorPoolStrategy(size=1), num_cpus=cfg.num_cpus,
+                           max_restarts=0,  # else Ray logs an error per actor (ray#53727)
                            batch_size=cfg.batch_size, batch_format="numpy")
     rows, vecs = [], []
     for b in ds.iter_batches(batch_format="numpy", batch_size=None):
