@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 from pathlib import Path
 
@@ -12,3 +13,18 @@ def report(lines: list[str], name: str, save: bool) -> None:
     if save:
         path = Path(__file__).parent / "results" / f"{dt.date.today()}-{name}.txt"
         path.write_text("\n".join(lines) + "\n")
+
+
+def workdir_args(p: argparse.ArgumentParser, scales: list[str], workdir_help: str) -> None:
+    """--scale, --workdir, --data and --save, shared by the training benchmarks."""
+    p.add_argument("--scale", choices=scales, default="small")
+    p.add_argument("--workdir", type=Path, default=None, help=workdir_help)
+    p.add_argument("--data", type=Path, default=None,
+                   help="data folder, generated when absent (default: <workdir>/data)")
+    p.add_argument("--save", action="store_true", help="write the figures to bench/results/")
+
+
+def workdir_paths(args: argparse.Namespace) -> tuple[Path, Path]:
+    """(workdir, data folder) from `workdir_args`' flags."""
+    workdir = args.workdir or Path("runs") / f"bench-{args.scale}"
+    return workdir, args.data or workdir / "data"

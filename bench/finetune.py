@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import report
+from bench import report, workdir_args, workdir_paths
 from bench.memory import PeakMemory
 from bench.train import (
     MODELS,
@@ -81,16 +81,10 @@ def epoch_seconds(version: Path) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--scale", choices=list(SCALES), default="small")
-    p.add_argument("--workdir", type=Path, default=None,
-                   help="bench.train's folder, to reuse its data and base version "
-                        "(default: runs/bench-<scale>)")
-    p.add_argument("--data", type=Path, default=None,
-                   help="data folder, generated when absent (default: <workdir>/data)")
-    p.add_argument("--save", action="store_true", help="write the figures to bench/results/")
+    workdir_args(p, list(SCALES), "bench.train's folder, to reuse its data and base version "
+                 "(default: runs/bench-<scale>)")
     args = p.parse_args()
-    workdir = args.workdir or Path("runs") / f"bench-{args.scale}"
-    data = args.data or workdir / "data"
+    workdir, data = workdir_paths(args)
     ft_root = workdir / "finetune" / "artifacts"
     re_root = workdir / "retrain" / "artifacts"
 

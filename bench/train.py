@@ -24,7 +24,7 @@ from typing import Any
 
 import psutil
 
-from bench import report
+from bench import report, workdir_args, workdir_paths
 from bench.memory import PeakMemory
 from flows.data import available_days, read_items, read_users
 from flows.generate import SCALES, GenerateConfig, generate
@@ -138,15 +138,9 @@ def headline(ev: dict[str, Any]) -> list[str]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--scale", choices=list(SCALES), default="small")
-    p.add_argument("--workdir", type=Path, default=None,
-                   help="holds data/ and artifacts/ (default: runs/bench-<scale>)")
-    p.add_argument("--data", type=Path, default=None,
-                   help="data folder, generated when absent (default: <workdir>/data)")
-    p.add_argument("--save", action="store_true", help="write the figures to bench/results/")
+    workdir_args(p, list(SCALES), "holds data/ and artifacts/ (default: runs/bench-<scale>)")
     args = p.parse_args()
-    workdir = args.workdir or Path("runs") / f"bench-{args.scale}"
-    data = args.data or workdir / "data"
+    workdir, data = workdir_paths(args)
     cfg = TrainConfig(data=data, artifacts=workdir / "artifacts", reuse_steps=False)
     workers = cfg.two_tower_loop.num_workers
     if cfg.dlrm_loop.num_workers != workers:

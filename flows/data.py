@@ -49,6 +49,18 @@ def read_users(data: Path) -> pd.DataFrame:
     return users.set_index("user_id")
 
 
+DATASET_OUTPUTS = ("items.parquet", "users.parquet", "interactions", "truth")
+
+
+def check_out(out: Path, overwrite: bool, extra: tuple[str, ...] = ()) -> None:
+    """Refuse to write over an existing dataset (the layout's files and `extra`) unless asked
+    to: nothing is lost silently."""
+    present = [name for name in DATASET_OUTPUTS + extra if (out / name).exists()]
+    if present and not overwrite:
+        raise ValueError(f"{out} already holds {', '.join(present)}; pass --overwrite to "
+                         "replace that dataset, or choose another --out")
+
+
 def available_days(data: Path) -> list[int]:
     root = _require(data / "interactions", "interactions folder")
     return sorted(int(p.name.split("=")[1]) for p in root.glob("day=*"))

@@ -25,6 +25,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from flows.data import check_out
 from flows.synthetic import CATEGORIES, DEVICES, World, load_catalog, make_catalog, make_world
 
 log = logging.getLogger(__name__)
@@ -168,22 +169,13 @@ def public_users(world: World) -> pd.DataFrame:
     })
 
 
-OUTPUTS = ("items.parquet", "users.parquet", "interactions", "truth")
-
-
-def check_out(cfg: GenerateConfig) -> None:
-    """Refuse to write over an existing dataset unless asked to: nothing is lost silently."""
-    present = [name for name in OUTPUTS if (cfg.out / name).exists()]
-    if present and not cfg.overwrite:
-        raise ValueError(f"{cfg.out} already holds {', '.join(present)}; pass --overwrite to "
-                         "replace that dataset, or choose another --out")
 
 
 def generate(cfg: GenerateConfig) -> dict[str, float]:
     """Generate a dataset into `cfg.out`; returns timing and size figures."""
     import ray
 
-    check_out(cfg)
+    check_out(cfg.out, cfg.overwrite)
     t0 = time.perf_counter()
     scale = SCALES[cfg.scale]
     rng = np.random.default_rng([cfg.seed, 0])
@@ -243,7 +235,7 @@ def run(args: argparse.Namespace) -> None:
 
     cfg = GenerateConfig(out=args.out, scale=args.scale, seed=args.seed, catalog=args.catalog,
                          overwrite=args.overwrite)
-    check_out(cfg)  # before Ray starts
+    check_out(cfg.out, cfg.overwrite)  # before Ray starts
     if cfg.catalog:
         load_catalog(cfg.catalog)  # a bad catalog file fails here, naming the product
     with start_ray():

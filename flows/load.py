@@ -36,10 +36,12 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from flows.data import check_out
+
 log = logging.getLogger(__name__)
 
 N_DAYS = 14
-OUTPUTS = ("items.parquet", "users.parquet", "interactions", "truth", "load_report.json")
+REPORT = "load_report.json"
 
 
 @dataclass(frozen=True)
@@ -132,6 +134,21 @@ def _lines(path: Path, encoding: str, header: bool) -> Iterator[tuple[int, str]]
                 yield n, line
 
 
+def _parse(path: Path, encoding: str, header: bool, src: Source, max_bad_share: float,
+           row: Callable[[str], dict]) -> list[dict]:
+    """`row(line)` for every data line of `path`, each tagged with its line number; lines
+    that raise `_Skip` are recorded as bad rows, and too many of them stop the load."""
+    out, rows = [], _Rows(path, src)
+    for n, line in _lines(path, encoding, header):
+        rows.n += 1
+        try:
+            out.append(row(line) | {"_line": n})
+        except _Skip as e:
+            rows.bad(n, e.column, e.reason)
+    rows.close(max_bad_share)
+    return out
+
+
 def _pick(line: str, sep: str, positions: dict[str, int]) -> dict[str, str]:
     """The named fields of one line; a line too short for a column is bad in that column."""
     parts = line.split(sep)
@@ -216,29 +233,17 @@ def _read_movielens_atomic(cfg: LoadConfig) -> Source:
     src = Source("recbole-atomic", pd.DataFrame(), pd.DataFrame(), pd.DataFrame())
 
     pos = _atomic_header(item, ("item_id", "movie_title", "release_year", "class"))
-    items, rows = [], _Rows(item, src)
-    for n, line in _lines(item, "utf-8", header=True):
-        rows.n += 1
-        try:
-            f = _pick(line, "\t", pos)
-            year = f["release_year"].strip()  # "unkonwn" for one film: a missing year
-            items.append(_movie(_token(f["item_id"], "item_id"), f["movie_title"].strip(),
-                                int(year) if year.isdigit() else None, f["class"].split())
-                         | {"_line": n})
-        except _Skip as e:
-            rows.bad(n, e.column, e.reason)
-    rows.close(cfg.max_bad_share)
 
-    pos = _atomic_header(user, ("user_id", "age", "gender", "occupation"))
-    users, rows = [], _Rows(user, src)
-    for n, line in _lines(user, "utf-8", header=True):
-        rows.n += 1
-        try:
-            f = _pick(line, "\t", pos)
-            users.append(_person(f) | {"_line": n})
-        except _Skip as e:
-            rows.bad(n, e.column, e.reason)
-    rows.close(cfg.max_bad_share)
+    def movie(line: str) -> dict:
+        f = _pick(line, "\t", pos)
+        year = f["release_year"].strip()  # "unkonwn" for one film: a missing year
+        return _movie(_token(f["item_id"], "item_id"), f["movie_title"].strip(),
+                      int(year) if year.isdigit() else None, f["class"].split())
+
+    items = _parse(item, "utf-8", True, src, cfg.max_bad_share, movie)
+    upos = _atomic_header(user, ("user_id", "age", "gender", "occupation"))
+    users = _parse(user, "utf-8", True, src, cfg.max_bad_share,
+                   lambda line: _person(_pick(line, "\t", upos)))
 
     pos = _atomic_header(inter, ("user_id", "item_id", "rating", "timestamp"))
     return _finish(src, cfg, items, item.name, users, user.name, inter, header=True, sep="\t",
@@ -251,33 +256,22 @@ def _read_movielens_grouplens(cfg: LoadConfig) -> Source:
 
     cols = ("movie_id", "title", "release_date", "video_release_date", "imdb_url",
             *(f"genre {g}" for g in GROUPLENS_GENRES))
-    items, rows = [], _Rows(item, src)
-    for n, line in _lines(item, "latin-1", header=False):
-        rows.n += 1
-        try:
-            f = _pick(line, "|", {c: k for k, c in enumerate(cols)})
-            genres = [g for g in GROUPLENS_GENRES if _int(f[f"genre {g}"], f"genre {g}")]
-            title, year = f["title"].strip(), None
-            if m := _TITLE_YEAR.match(title):
-                title, year = m.group(1), int(m.group(2))
-            elif f["release_date"].strip()[-4:].isdigit():  # like 01-Jan-1995
-                year = int(f["release_date"].strip()[-4:])
-            items.append(_movie(_token(f["movie_id"], "movie_id"), title, year, genres)
-                         | {"_line": n})
-        except _Skip as e:
-            rows.bad(n, e.column, e.reason)
-    rows.close(cfg.max_bad_share)
+    positions = {c: k for k, c in enumerate(cols)}
 
-    cols = ("user_id", "age", "gender", "occupation")  # then zip_code, not kept
-    users, rows = [], _Rows(user, src)
-    for n, line in _lines(user, "latin-1", header=False):
-        rows.n += 1
-        try:
-            users.append(_person(_pick(line, "|", {c: k for k, c in enumerate(cols)}))
-                         | {"_line": n})
-        except _Skip as e:
-            rows.bad(n, e.column, e.reason)
-    rows.close(cfg.max_bad_share)
+    def movie(line: str) -> dict:
+        f = _pick(line, "|", positions)
+        genres = [g for g in GROUPLENS_GENRES if _int(f[f"genre {g}"], f"genre {g}")]
+        title, year = f["title"].strip(), None
+        if m := _TITLE_YEAR.match(title):
+            title, year = m.group(1), int(m.group(2))
+        elif f["release_date"].strip()[-4:].isdigit():  # like 01-Jan-1995
+            year = int(f["release_date"].strip()[-4:])
+        return _movie(_token(f["movie_id"], "movie_id"), title, year, genres)
+
+    items = _parse(item, "latin-1", False, src, cfg.max_bad_share, movie)
+    ucols = {"user_id": 0, "age": 1, "gender": 2, "occupation": 3}  # then zip_code, not kept
+    users = _parse(user, "latin-1", False, src, cfg.max_bad_share,
+                   lambda line: _person(_pick(line, "|", ucols)))
 
     pos = {"user_id": 0, "item_id": 1, "rating": 2, "timestamp": 3}
     return _finish(src, cfg, items, item.name, users, user.name, data, header=False, sep="\t",
@@ -377,17 +371,9 @@ def day_buckets(ts: np.ndarray, days: int) -> np.ndarray:
     return day
 
 
-def check_out(cfg: LoadConfig) -> None:
-    """Refuse to write over an existing dataset unless asked to: nothing is lost silently."""
-    present = [name for name in OUTPUTS if (cfg.out / name).exists()]
-    if present and not cfg.overwrite:
-        raise ValueError(f"{cfg.out} already holds {', '.join(present)}; pass --overwrite to "
-                         "replace that dataset, or choose another --out")
-
-
 def write_dataset(src: Source, cfg: LoadConfig) -> dict:
     """Write `src` under `cfg.out`; returns the report also saved as `load_report.json`."""
-    check_out(cfg)
+    check_out(cfg.out, cfg.overwrite, (REPORT,))
     ev = src.events
     day = day_buckets(ev["ts"].to_numpy(), cfg.days)
     sec = ev["ts"].to_numpy()  # N, seconds since the epoch, UTC
@@ -430,14 +416,14 @@ def write_dataset(src: Source, cfg: LoadConfig) -> dict:
                              for d in range(cfg.days)],
         "bad": [asdict(b) for b in src.bad],
     }
-    (cfg.out / "load_report.json").write_text(json.dumps(report, indent=1))
+    (cfg.out / REPORT).write_text(json.dumps(report, indent=1))
     return report
 
 
 def load(cfg: LoadConfig) -> dict:
     """Read `cfg.src` with its preset and write the layout into `cfg.out`; returns the report
     (counts per file and day, and every skipped row)."""
-    check_out(cfg)  # before reading 100k lines, not after
+    check_out(cfg.out, cfg.overwrite, (REPORT,))  # before reading 100k lines, not after
     return write_dataset(PRESETS[cfg.preset](cfg), cfg)
 
 

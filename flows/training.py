@@ -360,6 +360,9 @@ def run(args: argparse.Namespace) -> None:
     read_users(cfg.data)
     if cfg.text_encoder is not None:
         cfg.text_encoder.resolved_path()
+    if cfg.image_encoder and not Path(cfg.image_encoder).is_dir():
+        raise FileNotFoundError(f"--image-encoder {cfg.image_encoder} is not a folder; pass a "
+                                "local CLIP folder (no model is downloaded)")
     with start_ray():
         train(cfg)
 
