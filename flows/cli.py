@@ -7,7 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
-from flows import demo, evaluate, finetune, generate, load, training
+from flows import demo, evaluate, expand, experiment, finetune, generate, load, training
 
 
 def _serve(args: argparse.Namespace) -> None:
@@ -55,6 +55,16 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("evaluate", help="test-day quality beside popularity and the oracle")
     evaluate.add_args(p)
     p.set_defaults(func=evaluate.run)
+
+    p = sub.add_parser("expand", help="LLM interest expansion for users with sparse "
+                       "histories: topics, grounding, interest vectors")
+    expand.add_args(p)
+    p.set_defaults(func=expand.run)
+
+    p = sub.add_parser("experiment", help="compare LLM x encoder pairs on cold users: "
+                       "quality, spread, overlap, latency, cost; HTML report with charts")
+    experiment.add_args(p)
+    p.set_defaults(func=experiment.run)
 
     p = sub.add_parser("serve", help="run the Ray Serve app")
     p.add_argument("--artifacts", type=Path, default=Path("artifacts"))
