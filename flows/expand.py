@@ -42,8 +42,15 @@ import pyarrow.parquet as pq
 
 from flows.data import Split, read_interactions, read_items, read_users
 from flows.llm import HistoryItem, LLMBackend, LLMConfig, build_messages, load_backend
-from flows.topics import (DROP_REASONS, Grounder, GroundingConfig, catalog_vocabulary,
-                          clean_topics, interest_vector, parse_topics)
+from flows.topics import (
+    DROP_REASONS,
+    Grounder,
+    GroundingConfig,
+    catalog_vocabulary,
+    clean_topics,
+    interest_vector,
+    parse_topics,
+)
 from train.encoders import EncoderConfig, embed_texts, item_texts, load_encoder
 
 log = logging.getLogger(__name__)
@@ -98,7 +105,7 @@ def build_profiles(items: pd.DataFrame, clicks: pd.DataFrame, user_ids: list[str
     review = {}
     if reviews is not None and len(reviews):
         r = reviews.dropna(subset=["text"])
-        review = dict(zip(zip(r["user_id"].astype(str), r["item_id"].astype(str)),
+        review = dict(zip(zip(r["user_id"].astype(str), r["item_id"].astype(str), strict=True),
                           r["text"].astype(str), strict=True))
     texts = pd.Series(item_texts(cat), index=cat.index)
     rows = {u: {"titles": [], "categories": [], "styles": [], "reviews": [], "texts": []}
@@ -253,8 +260,7 @@ def run_generate(profiles: pd.DataFrame, llm: LLMConfig, max_items: int = 5,
     import ray.data
 
     _prepare(llm)
-    ds = ray.data.from_pandas(profiles.assign(_row=np.arange(len(profiles))),
-                              override_num_blocks=max(1, -(-len(profiles) // llm.batch_size)))
+    ds = _blocks(profiles, llm.batch_size)
     ds = ds.map_batches(GenerateTopics, fn_constructor_kwargs={"llm": llm,
                                                                "max_items": max_items},
                         compute=ray.data.ActorPoolStrategy(size=llm.concurrency),
@@ -271,15 +277,22 @@ def run_ground(generated: pd.DataFrame, encoder: EncoderConfig, vocabulary: list
         return ground_batch(generated, grounder)
     import ray.data
 
-    df = generated.drop(columns=["_row"], errors="ignore")
-    ds = ray.data.from_pandas(df.assign(_row=np.arange(len(df))),
-                              override_num_blocks=max(1, -(-len(df) // encoder.batch_size)))
+    ds = _blocks(generated, encoder.batch_size)
     ds = ds.map_batches(GroundAndEmbed, fn_constructor_kwargs={
                             "encoder": encoder, "vocabulary": vocabulary,
                             "grounding": grounding},
                         compute=ray.data.ActorPoolStrategy(size=1), num_cpus=encoder.num_cpus,
                         batch_size=encoder.batch_size, batch_format="pandas", max_restarts=0)
     return _ordered(ds)
+
+
+def _blocks(df: pd.DataFrame, rows: int) -> Any:
+    """A Ray Dataset of `df` in blocks of `rows`, each row tagged with its position so the
+    result can be put back in input order whatever order blocks finish in."""
+    import ray.data
+
+    df = df.drop(columns=["_row"], errors="ignore").assign(_row=np.arange(len(df)))
+    return ray.data.from_pandas([df.iloc[s:s + rows] for s in range(0, max(len(df), 1), rows)])
 
 
 def _ordered(ds: Any) -> pd.DataFrame:

@@ -84,10 +84,10 @@ def drop_reason(topic: str) -> str | None:
         return "empty"
     if len(topic) > MAX_CHARS or len(topic.split()) > MAX_WORDS:
         return "too_long"
+    if _DATE.search(topic):  # before paths: 12/25/2023 is a date, not a path
+        return "date"
     if _PATH_OR_URL.search(topic):
         return "path_or_url"
-    if _DATE.search(topic):
-        return "date"
     if _NUMBER.match(topic) or not re.search(r"[a-z]{2}", topic):
         return "number"
     return None
