@@ -39,10 +39,11 @@ log = logging.getLogger(__name__)
 
 TOPICS_SCHEMA: dict[str, Any] = {
     "type": "array",
-    # Lower-case words only: without the pattern SmolLM2-135M fills every slot with ", "; with
-    # it, the same prompts give topic-like phrases. Validation still checks every string.
-    "items": {"type": "string", "minLength": 2, "maxLength": 30,
-              "pattern": "^[a-z][a-z '&-]{0,28}[a-z]$"},
+    # Lower-case words of 2-30 characters: without the pattern SmolLM2-135M fills every slot
+    # with ", "; with it, the same prompts give topic-like phrases. (The pattern carries the
+    # length: xgrammar ignores minLength/maxLength beside a pattern.) Validation still checks
+    # every string.
+    "items": {"type": "string", "pattern": "^[a-z][a-z '&-]{0,28}[a-z]$"},
     "minItems": 3,
     "maxItems": 5,
 }
@@ -97,6 +98,9 @@ class LLMConfig:
     temperature: float = 0.0  # greedy: the same profile gives the same topics
     timeout_s: float = 120.0  # per batch; a batch cut off is counted as timed out
     num_cpus: float = 1.0  # per Ray Data actor on CPU
+    # torch threads for the transformers backend; None: every core of the machine. Ray sets
+    # OMP_NUM_THREADS=1 in its workers, which made generation ~4x slower on 2 cores.
+    threads: int | None = None
     concurrency: int = 1  # LLM actors
     cache_dir: Path = Path.home() / ".cache" / "warmstart" / "models"
 
@@ -264,7 +268,10 @@ class TransformersBackend:
     """
 
     def __init__(self, cfg: LLMConfig) -> None:
+        import torch
+
         self.cfg = cfg
+        torch.set_num_threads(cfg.threads or os.cpu_count() or 1)
         self.tokenizer, self.model, self.grammar = _hf_model(str(model_folder(cfg)))
         self.name = cfg.label
 
@@ -300,7 +307,6 @@ def _hf_model(folder: str) -> tuple[Any, Any, Any]:
     import xgrammar as xgr
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    torch.set_num_threads(max(1, min(torch.get_num_threads(), os.cpu_count() or 1)))
     tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:

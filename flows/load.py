@@ -172,6 +172,9 @@ class LoadConfig:
             if bool(self.columns.rating) == bool(self.columns.label):
                 raise ValueError("--map must name exactly one of rating=COLUMN (label = rating "
                                  ">= --like-threshold) and label=COLUMN (a 0/1 column)")
+            if self.columns.summary and not self.columns.review:
+                raise ValueError("--map names summary= without review=; reviews.parquet holds "
+                                 "events with review text, so map the text column too")
             return
         if self.src is None:
             raise ValueError(f"the {self.preset} preset reads its files from --src DIR; pass it")
@@ -346,7 +349,7 @@ _GENDERS = {"M": "M", "F": "F", "MALE": "M", "FEMALE": "F"}
 def _gender(value: str, column: str) -> str:
     value = value.strip().upper()
     if value not in _GENDERS:
-        raise _Skip(column, f"{value!r} is not M or F")
+        raise _Skip(column, f"{value!r} is not M, F, male or female")
     return _GENDERS[value]
 
 
@@ -363,7 +366,8 @@ def _flag(value: str, column: str) -> int:
 def _timestamp(value: str, column: str) -> int:
     """Seconds since the epoch from unix seconds (int or float) or ISO 8601 text, which is
     taken as UTC unless it names a zone. A number is never read as a date (20240131 is
-    seconds), so a column of unix times cannot be misread."""
+    seconds), so a column of unix times cannot be misread; one past the year 5000 is taken
+    for milliseconds and refused, rather than dating every event millennia ahead."""
     text = _token(value, column)
     try:
         float(text)
@@ -374,7 +378,11 @@ def _timestamp(value: str, column: str) -> int:
             raise _Skip(column, f"{text!r} is neither unix seconds nor an ISO 8601 date"
                         ) from None
         return int((when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp())
-    return math.floor(_number(text, column))
+    seconds = math.floor(_number(text, column))
+    if abs(seconds) > 95_617_584_000:  # 5000-01-01
+        raise _Skip(column, f"{text!r} is too large for unix seconds; milliseconds? Convert "
+                    "the column to seconds")
+    return seconds
 
 
 def _price(value: str, column: str) -> float:
@@ -548,11 +556,12 @@ def _user_row(f: Fields, cols: UserColumns) -> dict:
     """Age and gender when given (unknown: None and ""), and the row's other fields as text."""
     age = f[cols.age].strip() if cols.age else ""
     gender = f[cols.gender].strip() if cols.gender else ""
+    known = {*cols.used(), *USER_FIELDS}
     return {
         "user_id": _token(f[cols.id], cols.id),
         "age": _int(age, cols.age) if age else None,
         "gender": _gender(gender, cols.gender) if gender else "",
-    } | {c: v for c, v in f.items() if c not in cols.used() and c not in USER_FIELDS}
+    } | {c: v for c, v in f.items() if c not in known}
 
 
 def _user_table(users: pd.DataFrame) -> pd.DataFrame:

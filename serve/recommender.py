@@ -9,17 +9,26 @@ hop (~10-15 ms of CPU each, see DESIGN.md).
 from __future__ import annotations
 
 import datetime as dt
+import logging
+import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import faiss
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 
-from index.faiss_index import search
+from index.faiss_index import build_index, search
 from train.artifacts import Bundle
 from train.encoders import EncoderConfig, item_content
 from train.features import cross_features
 from train.scoring import click_probability, item_vectors, user_vectors
+
+log = logging.getLogger(__name__)
+
+INTERESTS = "interests"  # folder beside the versions, written by `warmstart expand`
 
 
 @dataclass(frozen=True)
@@ -27,6 +36,53 @@ class ServeConfig:
     retrieval_k: int = 300  # candidates fetched from FAISS before ranking
     default_k: int = 10
     max_k: int = 100
+    interest_k: int = 100  # candidates from a cold user's interest vector
+    # Share of the top-k kept for interest candidates: the DLRM knows little of a cold user
+    # and would otherwise rank popular two-tower items above everything the LLM found.
+    interest_share: float = 0.5
+
+
+@dataclass
+class Interests:
+    """LLM interest vectors of sparse users and the catalog in the same encoder's space.
+
+    `rows` maps positions of `index` to rows of the served catalog; items the expand run did
+    not embed (or that left the catalog) are simply absent from it.
+    """
+
+    vectors: dict[str, np.ndarray]  # user_id -> (D,) unit vector
+    index: faiss.Index
+    rows: np.ndarray  # (I',) catalog row of each index position
+    encoder: dict[str, Any]
+
+
+def load_interests(folder: Path, item_ids: np.ndarray) -> Interests | None:
+    """The `warmstart expand` output in `folder`, or None when there is none."""
+    if not (folder / "interests.parquet").exists():
+        return None
+    users = pq.read_table(folder / "interests.parquet", columns=["user_id", "vector"])
+    items = pq.read_table(folder / "items.parquet")
+    vecs = {u: np.asarray(v, np.float32) for u, v in
+            zip(users.column("user_id").to_pylist(), users.column("vector").to_pylist(),
+                strict=True) if v is not None}
+    row = {str(i): n for n, i in enumerate(item_ids)}
+    ids = items.column("item_id").to_pylist()
+    keep = np.array([i in row for i in ids], dtype=bool)
+    if not keep.any() or not vecs:
+        log.warning("interests in %s match no served item or user; not used", folder)
+        return None
+    mat = items.column("vector").combine_chunks()
+    item_vecs = mat.values.to_numpy().reshape(len(ids), -1)[keep]  # I', D
+    stats = folder / "stats.json"
+    meta = {}
+    if stats.exists():
+        import json
+
+        meta = json.loads(stats.read_text()).get("encoder", {})
+    log.info("interest vectors for %d users over %d items from %s", len(vecs), keep.sum(),
+             folder)
+    return Interests(vecs, build_index(item_vecs),
+                     np.array([row[i] for i, k in zip(ids, keep, strict=True) if k]), meta)
 
 
 @dataclass(frozen=True)
@@ -45,10 +101,13 @@ def request_context(device: str | None, timestamp: dt.datetime | None) -> Contex
 class Recommender:
     """Retrieval (Two-Tower + FAISS) -> DLRM ranking -> top-k, for one model version."""
 
-    def __init__(self, bundle: Bundle, cfg: ServeConfig | None = None) -> None:
+    def __init__(self, bundle: Bundle, cfg: ServeConfig | None = None,
+                 interests: Interests | None = None) -> None:
         self.bundle = bundle
         self.cfg = cfg or ServeConfig()
         self.item_ids = bundle.items["item_id"].to_numpy()
+        self.interests = interests or load_interests(bundle.path.parent / INTERESTS,
+                                                     self.item_ids.astype(str))
 
     def add_items(self, items: pd.DataFrame) -> np.ndarray:
         """Add brand-new items to the catalog and the index without retraining; returns their
@@ -76,9 +135,15 @@ class Recommender:
         # 1. User features: an unknown user gets OOV everywhere (the cold-start embedding).
         user = b.features.user_features(np.array([user_id]), b.user_table)
         known = bool(user["user"][0] != 0)
-        # 2. Retrieval: query tower -> FAISS top-N over the item-tower vectors.
-        _, cand = search(b.index, user_vectors(b.two_tower, user), self.cfg.retrieval_k)
-        cand = cand[0][cand[0] >= 0]  # N
+        # 2. Retrieval: query tower -> FAISS top-N over the item-tower vectors; for a user
+        # with an LLM interest vector, also its neighbours in the content index.
+        _, tt = search(b.index, user_vectors(b.two_tower, user), self.cfg.retrieval_k)
+        cand = tt[0][tt[0] >= 0]  # N
+        from_interests = self._interest_candidates(user_id)  # M
+        from_tt = np.ones(len(cand), bool)
+        if len(from_interests):
+            cand = np.union1d(cand, from_interests)  # N'
+            from_tt = np.isin(cand, tt[0])
         # 3. Item features from the in-process array cache; the user's history in each
         # candidate's category and style; context for every candidate.
         n = len(cand)
@@ -90,12 +155,34 @@ class Recommender:
         rows |= context
         # 4. DLRM ranking, 5. top-k.
         scores = click_probability(b.dlrm, rows)  # N
-        top = np.argsort(-scores, kind="stable")[:k]
+        interest = np.isin(cand, from_interests)  # N
+        top = self._top(scores, interest, k)
+        source = np.where(interest & from_tt, "two_tower+interests",
+                          np.where(interest, "interests", "two_tower"))
         return {
             "user_id": user_id,
             "known_user": known,
             "device": ctx.device if context["device"][0] != 0 else None,
             "model_version": b.version,
             "items": [{"item_id": str(self.item_ids[cand[t]]), "score": float(scores[t]),
-                       "source": "two_tower"} for t in top],
+                       "source": str(source[t])} for t in top],
         }
+
+    def _interest_candidates(self, user_id: str) -> np.ndarray:
+        """Catalog rows nearest the user's interest vector; empty without one."""
+        it = self.interests
+        if it is None or user_id not in it.vectors:
+            return np.zeros(0, np.int64)
+        _, pos = search(it.index, it.vectors[user_id], self.cfg.interest_k)
+        return it.rows[pos[0][pos[0] >= 0]]
+
+    def _top(self, scores: np.ndarray, interest: np.ndarray, k: int) -> np.ndarray:
+        """Top-k positions by score, with `interest_share` of the slots kept for the best
+        interest candidates (when there are any), the rest filled by score."""
+        order = np.argsort(-scores, kind="stable")
+        reserved = min(math.ceil(k * self.cfg.interest_share), int(interest.sum()))
+        if not reserved:
+            return order[:k]
+        chosen = list(order[interest[order]][:reserved])
+        chosen += [t for t in order if t not in set(chosen)][:k - reserved]
+        return np.array(sorted(chosen, key=lambda t: -scores[t]), dtype=np.int64)

@@ -72,7 +72,12 @@ def test_prompt_needs_history() -> None:
 
 def test_schema_bounds_the_array_and_its_strings() -> None:
     assert (TOPICS_SCHEMA["minItems"], TOPICS_SCHEMA["maxItems"]) == (3, 5)
-    assert TOPICS_SCHEMA["items"]["maxLength"] == 30
+    import re
+
+    pattern = re.compile(TOPICS_SCHEMA["items"]["pattern"])
+    assert pattern.match("trail running") and pattern.match("ab")
+    assert not pattern.match("a") and not pattern.match("x" * 31)
+    assert not pattern.match(", ") and not pattern.match("route 66") and pattern.match("x" * 30)
 
 
 # --- Validation ---------------------------------------------------------------------------

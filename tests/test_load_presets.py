@@ -135,6 +135,23 @@ def test_generic_parquet_with_a_label_column_keeps_file_order(tmp_path: Path) ->
     assert read_reviews(out) is None
 
 
+def test_generic_delimiter_and_encoding_flags(tmp_path: Path) -> None:
+    path, out = tmp_path / "events.txt", tmp_path / "data"
+    path.write_bytes("user;item;liked;when\nzoë;x;1;2024-01-31\nzoë;y;0;1706659200000\n"
+                     .encode("latin-1"))
+    args = ["generic", "--interactions", str(path), "--out", str(out), "--encoding", "latin-1",
+            "--map", "user=user,item=item,label=liked,ts=when", "--max-bad-share", "0.5"]
+    with pytest.raises(ValueError, match=r"header \['user;item;liked;when'\] \(one column: "
+                                         r"wrong --delimiter\?\)"):
+        main(args)
+    main([*args, "--delimiter", ";"])
+    report = json.loads((out / "load_report.json").read_text())
+    assert _bad(report) == [("events.txt", 3, "when")]  # milliseconds, not seconds
+    assert "milliseconds?" in report["bad"][0]["reason"]
+    ev = _events(out)
+    assert list(ev.index) == [("zoë", "x")] and list(ev["t"]) == [1_706_659_200]  # 2024-01-31
+
+
 def test_mapping_a_missing_column_fails_before_reading(tmp_path: Path) -> None:
     src, out = _generic_src(tmp_path / "src"), tmp_path / "data"
     cfg = dict(src=src, out=out, preset="generic", interactions_file=Path("ratings.csv"),
