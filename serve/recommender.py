@@ -36,7 +36,7 @@ class ServeConfig:
     retrieval_k: int = 300  # candidates fetched from FAISS before ranking
     default_k: int = 10
     max_k: int = 100
-    interest_k: int = 100  # candidates from a cold user's interest vector
+    interest_k: int = 50  # candidates from a cold user's interest vector
     # Share of the top-k kept for interest candidates: the DLRM knows little of a cold user
     # and would otherwise rank popular two-tower items above everything the LLM found.
     interest_share: float = 0.5
