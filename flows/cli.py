@@ -39,7 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     generate.add_args(p)
     p.set_defaults(func=generate.run)
 
-    p = sub.add_parser("load", help="a public dataset (MovieLens-100K) into the data layout")
+    p = sub.add_parser("load", help="external files (generic CSV/parquet, MovieLens-100K, "
+                       "Amazon Books, Retail Demo Store) into the data layout")
     load.add_args(p)
     p.set_defaults(func=load.run)
 

@@ -42,6 +42,7 @@ import pyarrow.parquet as pq
 
 from flows.data import Split, read_interactions, read_items, read_users
 from flows.llm import HistoryItem, LLMBackend, LLMConfig, build_messages, load_backend
+from flows.load import read_reviews
 from flows.topics import (
     DROP_REASONS,
     Grounder,
@@ -55,7 +56,6 @@ from train.encoders import EncoderConfig, embed_texts, item_texts, load_encoder
 
 log = logging.getLogger(__name__)
 
-REVIEWS = "reviews.parquet"
 STATUSES = ("expanded", "fallback_no_topics", "fallback_llm_error", "fallback_timeout",
             "no_history")
 
@@ -141,11 +141,6 @@ def select_users(data: Path, cfg: ExpandConfig, clicks: pd.DataFrame) -> list[st
         n = clicks.groupby("user_id").size().reindex(users, fill_value=0)
         chosen = list(users if cfg.users == "all" else n.index[n <= cfg.max_history])
     return chosen[:cfg.limit] if cfg.limit else chosen
-
-
-def read_reviews(data: Path) -> pd.DataFrame | None:
-    path = data / REVIEWS
-    return pd.read_parquet(path) if path.exists() else None
 
 
 def load_profiles(cfg: ExpandConfig) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -1,0 +1,57 @@
+"""The experiment's pieces without Ray: grid files, merging, exclusion, metrics by hand."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from flows.experiment import interleave, load_grid, quality, top_excluding
+from index.faiss_index import build_index
+
+GRIDS = Path(__file__).parents[1] / "bench" / "grids"
+
+
+def test_shipped_grids_parse() -> None:
+    cpu = load_grid(GRIDS / "cpu.yaml")
+    assert [m.name for m in cpu.llms] == ["smollm2-hf", "smollm2-vllm"]
+    assert cpu.llms[1].llm.backend == "vllm" and cpu.batch_sizes == (1, 4, 8, 16)
+    gpu = load_grid(GRIDS / "gpu.yaml", max_users=10)
+    assert gpu.max_users == 10 and gpu.llms[2].tensor_parallel_sizes == (1, 2, 4)
+    assert gpu.llms[2].llm.tp == 1 and gpu.llms[2].llm.ray_resources() == {"num_gpus": 1}
+
+
+def test_grid_errors_name_the_problem(tmp_path: Path) -> None:
+    bad = tmp_path / "g.yaml"
+    bad.write_text("llms: [{name: a}]\nmax_user: 3\n")
+    with pytest.raises(ValueError, match="unknown keys \\['max_user'\\]"):
+        load_grid(bad)
+    bad.write_text("llms: [{name: a, hardware: tpu-pod}]\n")
+    with pytest.raises(ValueError, match="no price per hour for hardware \\['tpu-pod'\\]"):
+        load_grid(bad)
+
+
+def test_interleave_alternates_without_repeats() -> None:
+    a = np.array([[1, 2, 3, 4]])
+    b = np.array([[2, 5, 1, 6]])
+    # a1=1, b1=2, a2=2 (seen), b2=5, a3=3, b3=1 (seen), a4=4
+    assert interleave(a, b, 5).tolist() == [[1, 2, 5, 3, 4]]
+
+
+def test_top_excluding_leaves_out_the_known_item() -> None:
+    vectors = np.eye(4, dtype=np.float32)
+    vectors[1] = [0.9, 0.1, 0, 0]
+    index = build_index(vectors)
+    rows, scores = top_excluding(index, vectors[[0]], np.array([0]), 2)
+    assert rows.tolist() == [[1, 2]] or rows.tolist() == [[1, 3]]
+    assert scores[0, 0] == pytest.approx(0.9)
+
+
+def test_quality_by_hand() -> None:
+    top = np.array([[3, 1, 7], [5, 6, 8]])
+    relevant = [np.array([7, 9]), np.array([2])]
+    q = quality(top, relevant, 3)
+    # user 0: 1 of 2 found, DCG 1/log2(4) = 0.5, ideal 1 + 1/log2(3) = 1.631; user 1: none.
+    assert q["recall"] == pytest.approx((0.5 + 0.0) / 2)
+    assert q["ndcg"] == pytest.approx((0.5 / 1.6309297535714575 + 0.0) / 2)
