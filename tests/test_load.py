@@ -16,7 +16,7 @@ from flows.cli import main
 from flows.data import Split, available_days, read_interactions, read_items, read_users
 from flows.load import GROUPLENS_GENRES, LoadConfig, day_buckets, load, load_movielens
 
-REAL = Path("/work/shared/datasets/movielens-100k")
+REAL = Path(__file__).parents[2] / "shared/datasets/movielens-100k"
 
 # (id, title, year, genres)
 MOVIES = [

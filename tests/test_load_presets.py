@@ -25,7 +25,7 @@ from flows.load import (
 )
 from flows.synthetic import load_catalog
 
-REAL_RDS = Path("/work/shared/datasets/retail-demo-store/products.yaml")
+REAL_RDS = Path(__file__).parents[2] / "shared/datasets/retail-demo-store/products.yaml"
 T9 = 1_000_000_000  # 2001-09-09T01:46:40Z
 
 
