@@ -298,11 +298,11 @@ def _ordered(ds: Any) -> pd.DataFrame:
 
 
 def _prepare(llm: LLMConfig) -> None:
-    """Convert a GGUF model once in the driver, so actors never race to do it."""
-    if llm.backend == "transformers":
-        from flows.llm import model_folder
+    """Check the model path and convert a GGUF file once in the driver, so a typo fails
+    before any actor starts and actors never race to convert."""
+    from flows.llm import model_folder
 
-        model_folder(llm)
+    model_folder(llm)
 
 
 def summarize(result: pd.DataFrame, wall_s: float | None = None) -> dict[str, Any]:

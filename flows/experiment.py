@@ -2,7 +2,9 @@
 
 For each user whose training days hold exactly one click and whose later days (validation
 and test) hold at least one, four ways to fill a top-10 are scored against those later
-clicks (the ground truth), beside the oracle where the generator's truth exists:
+clicks (the ground truth), beside the oracle where the generator's truth exists. (Datasets
+without such users, like MovieLens-100K, use the `first` cohort: every user reduced to their
+first click; see `cohort`.)
 
     (a) popularity        training-day click counts
     (b) item neighbours   nearest catalog items to the one known item (the encoder alone)
@@ -62,7 +64,8 @@ class NamedEncoder:
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
 
 
-# On-demand USD per hour, November 2026 list prices; override in the grid file.
+# On-demand USD per hour (per GPU for GPU entries, per machine otherwise); override them in
+# the grid file with your own prices.
 DEFAULT_PRICES = {"cpu-2core": 0.0832, "g6.xlarge-l4": 0.805, "p5-h100-per-gpu": 3.93,
                   "trn1.2xlarge": 1.3438, "inf2.xlarge": 0.7582}
 
@@ -77,6 +80,8 @@ class ExperimentConfig:
     grounding: GroundingConfig = field(default_factory=GroundingConfig)
     split: Split = field(default_factory=Split)
     max_users: int = 200  # evaluated users (a seeded sample when more qualify)
+    cohort: str = "auto"  # "single", "first" or "auto", see `cohort`
+    min_users: int = 20  # `auto` takes "single" with at least this many such users
     k: int = 10
     overlap_k: int = 5
     batch_sizes: tuple[int, ...] = (1, 4, 8, 16)  # latency sweep
@@ -90,6 +95,8 @@ class ExperimentConfig:
         names = [m.name for m in self.llms] + [e.name for e in self.encoders]
         if len(set(names)) != len(names):
             raise ValueError(f"LLM and encoder names must be unique, got {names}")
+        if self.cohort not in ("auto", "single", "first"):
+            raise ValueError(f"cohort must be auto, single or first, got {self.cohort!r}")
         if missing := {m.hardware for m in self.llms} - set(self.prices):
             raise ValueError(f"no price per hour for hardware {sorted(missing)}; add it under "
                              "`prices:` in the grid file")
@@ -136,9 +143,18 @@ class Cohort:
     profiles: pd.DataFrame
     oracle_top: np.ndarray | None  # (U, k) best rows by the generator's truth
     dataset: str
+    mode: str  # "single" or "first", see `cohort`
 
 
 def cohort(cfg: ExperimentConfig) -> Cohort:
+    """The evaluated users, each reduced to one known click, and their later clicks.
+
+    `single`: users whose training days hold exactly one click and whose validation and
+    test days hold at least one; the truth is those later clicks. `first`: users with at
+    least two clicks anywhere, reduced to their first one; the truth is every click after it
+    (MovieLens-100K has no `single` users: each rated at least 20 films). `auto` takes
+    `single` when at least `min_users` users qualify.
+    """
     items = read_items(cfg.data)
     row = {i: n for n, i in enumerate(items["item_id"].astype(str))}
     cols = ("user_id", "item_id", "ts", "label")
@@ -147,23 +163,35 @@ def cohort(cfg: ExperimentConfig) -> Cohort:
     clicks = train[(train["label"] == 1) & train["item_id"].isin(row)]
     later = later[(later["label"] == 1) & later["item_id"].isin(row)]
     n = clicks.groupby("user_id").size()
-    single = set(n.index[n == 1]) & set(later["user_id"])
-    users = sorted(single)
+    single = sorted(set(n.index[n == 1]) & set(later["user_id"]))
+    mode = cfg.cohort
+    if mode == "auto":
+        mode = "single" if len(single) >= cfg.min_users else "first"
+    if mode == "single":
+        known_clicks, truth = clicks[clicks["user_id"].isin(single)], later
+    else:
+        every = pd.concat([clicks, later]).sort_values(["user_id", "ts"], kind="stable")
+        rank = every.groupby("user_id").cumcount()
+        known_clicks, truth = every[rank == 0], every[rank > 0]
+    users = sorted(set(known_clicks["user_id"]) & set(truth["user_id"]))
     if not users:
-        raise ValueError(f"{cfg.data} has no user with exactly one training click and a later "
-                         "click; the experiment needs such users (try a larger --scale)")
+        raise ValueError(f"{cfg.data} has no user with a known click and a later one "
+                         f"(cohort {mode!r}); try --cohort first or a larger --scale")
     if len(users) > cfg.max_users:
         rng = np.random.default_rng(cfg.seed)
         users = sorted(rng.choice(users, cfg.max_users, replace=False).tolist())
-    first = clicks.set_index("user_id").loc[users, "item_id"]
+    known_clicks = known_clicks[known_clicks["user_id"].isin(users)]
+    first = known_clicks.set_index("user_id").loc[users, "item_id"]
     known = np.array([row[i] for i in first], dtype=np.int64)
-    rel = later[later["user_id"].isin(users)].groupby("user_id")["item_id"].agg(
+    rel = truth[truth["user_id"].isin(users)].groupby("user_id")["item_id"].agg(
         lambda s: np.unique([row[i] for i in s]))
-    relevant = [rel[u] for u in users]
-    pop = np.bincount(clicks["item_id"].map(row), minlength=len(items)).astype(float)
-    profiles = build_profiles(items, clicks, users, read_reviews(cfg.data))
+    relevant = [np.setdiff1d(rel[u], [k]) for u, k in zip(users, known, strict=True)]
+    # Popularity from the training days, the evaluated users' own clicks left out.
+    others = clicks[~clicks["user_id"].isin(users)]
+    pop = np.bincount(others["item_id"].map(row), minlength=len(items)).astype(float)
+    profiles = build_profiles(items, known_clicks, users, read_reviews(cfg.data))
     oracle, dataset = _oracle(cfg, items, users, known)
-    return Cohort(items, users, known, relevant, pop, profiles, oracle, dataset)
+    return Cohort(items, users, known, relevant, pop, profiles, oracle, dataset, mode)
 
 
 def _oracle(cfg: ExperimentConfig, items: pd.DataFrame, users: list[str], known: np.ndarray,
@@ -287,7 +315,8 @@ def experiment(cfg: ExperimentConfig) -> dict[str, Any]:
             tops[name] = interests
             topic_sets = {tuple(sorted(t)) for t in res.loc[res["n_history"] > 0, "topics"]}
             gen_s = s["generate_s"]
-            price = cfg.prices[m.hardware]
+            # GPU prices are per device: a model sharded over tp GPUs pays for all of them.
+            price = cfg.prices[m.hardware] * (m.llm.tp if m.llm.accelerator == "gpu" else 1)
             pairs[name] = {
                 "llm": m.name, "encoder": e.name, "hardware": m.hardware,
                 "quality": {"item_neighbours": quality(neighbours, c.relevant, k),
@@ -312,6 +341,7 @@ def experiment(cfg: ExperimentConfig) -> dict[str, Any]:
                         for a in names])
     results = {
         "dataset": c.dataset, "data": str(cfg.data), "users": len(c.users), "k": k,
+        "cohort": c.mode,
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "baseline": baseline, "oracle": oracle, "pairs": pairs, "llm_runs": llm_runs,
         "overlap": {"pairs": names, "matrix": overlap.tolist()}, "latency": latency,
@@ -369,7 +399,7 @@ def write_charts(r: dict[str, Any], out: Path) -> list[str]:
         ax.axhline(r["oracle"]["recall"], color="k", ls="--", lw=1, label="oracle")
     ax.set_xticks(x, names, rotation=15)
     ax.set_ylabel(f"recall@{r['k']}")
-    ax.set_title(f"Quality by pair ({r['users']} one-interaction users)")
+    ax.set_title(f"Quality by pair ({r['users']} users, one known click each)")
     ax.legend(fontsize=8)
     save(fig, "quality.png")
 
@@ -448,6 +478,9 @@ def report_html(r: dict[str, Any], charts: list[str]) -> str:
             f"{e(', '.join(x['titles']))} &rarr; {e(', '.join(x['topics']))}"
             f" (kept: {e(', '.join(x['kept']))})" for x in p["examples"][:3]) + "</li>"
         for n, p in r["pairs"].items())
+    cohort = ("each with exactly one training click, scored on their clicks in the validation "
+              "and test days" if r["cohort"] == "single" else "each reduced to their first "
+              "click, scored on every click after it")
     imgs = "".join(f'<figure><img src="{c}" alt="{c}"><figcaption>{c}</figcaption></figure>'
                    for c in charts)
     return f"""<!doctype html><html><head><meta charset="utf-8">
@@ -456,9 +489,8 @@ def report_html(r: dict[str, Any], charts: list[str]) -> str:
 table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 8px;font-size:13px}}
 img{{max-width:100%}}</style></head><body>
 <h1>LLM x encoder experiment</h1>
-<p><b>Dataset:</b> {e(r['dataset'])} &mdash; <code>{e(r['data'])}</code>; {r['users']} users
-with exactly one training click and at least one later click; created {e(r['created'])};
-{r['wall_s']:.0f} s.</p>
+<p><b>Dataset:</b> {e(r['dataset'])} &mdash; <code>{e(r['data'])}</code>; {r['users']} users,
+{cohort}; created {e(r['created'])}; {r['wall_s']:.0f} s.</p>
 <p>(a) popularity: recall@{k} {pop['recall']:.3f}, NDCG@{k} {pop['ndcg']:.3f}.</p>
 {oracle}
 <table><tr><th>pair</th><th>(b) item neighbours<br>recall / NDCG@{k}</th>
@@ -480,18 +512,22 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--grid", type=Path, help="YAML grid of llms, encoders and prices; "
                    "default: SmolLM2 x MiniLM")
     p.add_argument("--max-users", type=int, default=ExperimentConfig.max_users)
+    p.add_argument("--cohort", choices=["auto", "single", "first"], default="auto",
+                   help="single: users with exactly one training click; first: users reduced "
+                        "to their first click; auto: single when 20 users qualify")
 
 
 def run(args: argparse.Namespace) -> None:
     from flows.runtime import start_ray
 
-    over = {"data": args.data, "out": args.out, "max_users": args.max_users}
+    over = {"data": args.data, "out": args.out, "max_users": args.max_users,
+            "cohort": args.cohort}
     cfg = load_grid(args.grid, **over) if args.grid else ExperimentConfig(**over)
     read_items(cfg.data)  # a missing dataset fails before Ray starts
     with start_ray():
         r = experiment(cfg)
-    print(f"{r['users']} users of {r['dataset']}: popularity recall@{r['k']} "
-          f"{r['baseline']['popularity']['recall']:.3f}"
+    print(f"{r['users']} users ({r['cohort']} cohort) of {r['dataset']}: popularity "
+          f"recall@{r['k']} {r['baseline']['popularity']['recall']:.3f}"
           + (f", oracle {r['oracle']['recall']:.3f}" if r["oracle"] else ""))
     for n, p in r["pairs"].items():
         q = p["quality"]

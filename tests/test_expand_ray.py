@@ -96,3 +96,19 @@ def test_vllm_backend_gives_schema_valid_topics() -> None:
     assert len(texts) == 4
     for text in texts:
         assert_schema_valid(text)
+
+
+def test_a_batch_cut_off_by_the_timeout_falls_back(tiny_data: Path, tmp_path: Path) -> None:
+    """The real backend stopped after 10 ms leaves unfinished JSON: those users fall back
+    to their own items and are counted as timed out."""
+    from flows.expand import run_ground, summarize
+    from flows.topics import GroundingConfig, catalog_vocabulary
+
+    cfg = ExpandConfig(data=tiny_data, users="sparse", limit=40)
+    items, profiles = load_profiles(cfg)
+    profiles = profiles[profiles["n_history"] > 0].head(2)
+    llm = LLMConfig(batch_size=2, timeout_s=0.01)
+    out = run_ground(run_generate(profiles, llm, use_ray=False), EncoderConfig(),
+                     catalog_vocabulary(items), GroundingConfig(), use_ray=False)
+    assert out["status"].tolist() == ["fallback_timeout"] * 2
+    assert summarize(out)["json_valid_rate"] == 0.0
