@@ -101,6 +101,7 @@ class LLMConfig:
     # torch threads for the transformers backend; None: every core of the machine. Ray sets
     # OMP_NUM_THREADS=1 in its workers, which made generation ~4x slower on 2 cores.
     threads: int | None = None
+    cpu_kv_cache_gb: int = 1  # vLLM's KV cache on CPU (VLLM_CPU_KVCACHE_SPACE); GPUs size theirs
     concurrency: int = 1  # LLM actors
     cache_dir: Path = Path.home() / ".cache" / "warmstart" / "models"
 
@@ -329,6 +330,9 @@ class VLLMBackend:
     """
 
     def __init__(self, cfg: LLMConfig) -> None:
+        if cfg.accelerator == "cpu":  # vLLM's CPU build reads these when the engine starts
+            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(cfg.cpu_kv_cache_gb))
+            os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
         try:
             from vllm import LLM, SamplingParams
             from vllm.sampling_params import StructuredOutputsParams
