@@ -48,3 +48,16 @@ def test_generate_names_the_bad_product_before_starting_ray(tmp_path: Path, caps
     bad.write_text("- id: a1\n  name: Chair\n  category: spaceships\n  style: x\n  price: 1\n")
     assert main(["generate", "--out", str(tmp_path / "out"), "--catalog", str(bad)]) == 2
     assert "product #0 has unknown category 'spaceships'" in capsys.readouterr().err
+
+
+def test_expand_and_experiment_fail_before_ray_starts(tmp_path: Path, capsys) -> None:
+    assert main(["expand", "--data", str(tmp_path / "nothing")]) == 2
+    assert "item table not found" in capsys.readouterr().err
+    assert main(["expand", "--data", str(tmp_path), "--llm-model", "llama-3.1-8b"]) == 2
+    assert "copy meta-llama/Llama-3.1-8B-Instruct to a folder" in capsys.readouterr().err
+    assert main(["expand", "--data", str(tmp_path), "--encoder", "t5"]) == 2
+    assert "needs a model folder" in capsys.readouterr().err
+    grid = tmp_path / "grid.yaml"
+    grid.write_text("llms: [{name: a, hardware: moon}]\n")
+    assert main(["experiment", "--data", str(tmp_path), "--grid", str(grid)]) == 2
+    assert "no price per hour for hardware ['moon']" in capsys.readouterr().err
