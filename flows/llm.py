@@ -244,9 +244,8 @@ def convert_gguf(gguf: Path, out: Path) -> None:
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
     loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype="float32")
     config = AutoConfig.from_pretrained(folder, gguf_file=name)
-    for attr in ("quantization_config",):
-        if hasattr(config, attr):
-            delattr(config, attr)
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
     model = AutoModelForCausalLM.from_config(config, dtype="float32")
     model.load_state_dict(loaded.state_dict())
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -372,7 +371,3 @@ def load_backend(cfg: LLMConfig) -> LLMBackend:
         raise ValueError("the transformers backend runs on CPU here; use --llm-backend vllm "
                          "for GPUs or Trainium")
     return TransformersBackend(cfg)
-
-
-
-
