@@ -52,7 +52,7 @@ from flows.topics import (
     interest_vector,
     parse_topics,
 )
-from train.encoders import EncoderConfig, embed_texts, item_texts, load_encoder, no_restarts
+from train.encoders import EncoderConfig, embed_texts, item_texts, load_encoder
 
 log = logging.getLogger(__name__)
 
@@ -260,7 +260,7 @@ def run_generate(profiles: pd.DataFrame, llm: LLMConfig, max_items: int = 5,
                                                                "max_items": max_items},
                         compute=ray.data.ActorPoolStrategy(size=llm.concurrency),
                         batch_size=llm.batch_size, batch_format="pandas",
-                        ray_remote_args_fn=no_restarts,
+                        max_restarts=0,  # as in embed_texts (ray#53727)
                         **llm.ray_resources())
     return _ordered(ds)
 
@@ -279,7 +279,7 @@ def run_ground(generated: pd.DataFrame, encoder: EncoderConfig, vocabulary: list
                             "grounding": grounding},
                         compute=ray.data.ActorPoolStrategy(size=1), num_cpus=encoder.num_cpus,
                         batch_size=encoder.batch_size, batch_format="pandas",
-                        ray_remote_args_fn=no_restarts)
+                        max_restarts=0)
     return _ordered(ds)
 
 
@@ -374,9 +374,13 @@ def write_interests(out: Path, result: pd.DataFrame, item_ids: list[str], vector
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=out.name + ".", dir=out.parent))
     dim = vectors.shape[1]
-    table = pa.Table.from_pandas(result[list(OUTPUT_COLUMNS[:-1])], preserve_index=False)
-    vec = pa.array([None if v is None else np.asarray(v, np.float32) for v in result["vector"]],
-                   pa.list_(pa.float32(), dim))
+    # Without pandas metadata: after Ray Data, list columns carry pyarrow-backed dtypes that
+    # pandas cannot read back from that metadata.
+    table = pa.Table.from_pandas(result[list(OUTPUT_COLUMNS[:-1])],
+                                 preserve_index=False).replace_schema_metadata(None)
+    # After a trip through Ray Data (Arrow) a missing vector may come back as pd.NA.
+    vec = pa.array([np.asarray(v, np.float32) if isinstance(v, list | np.ndarray) else None
+                    for v in result["vector"]], pa.list_(pa.float32(), dim))
     pq.write_table(table.append_column("vector", vec), tmp / "interests.parquet")
     pq.write_table(pa.table({"item_id": pa.array(item_ids, pa.string()),
                              "vector": pa.FixedSizeListArray.from_arrays(

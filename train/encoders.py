@@ -230,13 +230,6 @@ class EmbedBatch:
         return {"row": batch["row"], "embedding": self.encoder.encode(texts)}  # N, D
 
 
-def no_restarts() -> dict[str, Any]:
-    """Ray Data actor options: no restarts. An actor whose constructor arguments sit in the
-    object store logs an error line per actor when restarts are allowed (ray#53727); a
-    failed batch job is rerun whole instead."""
-    return {"max_restarts": 0}
-
-
 def embed_texts(texts: list[str], cfg: EncoderConfig) -> np.ndarray:
     """Encode `texts` as a Ray Data job on the running Ray; (N, D) rows in input order.
 
@@ -256,7 +249,7 @@ def embed_texts(texts: list[str], cfg: EncoderConfig) -> np.ndarray:
     # One actor (`concurrency=1` is deprecated since Ray 2.51 in favour of `compute`).
     ds = items.map_batches(EmbedBatch, fn_constructor_kwargs={"cfg": cfg},
                            compute=ray.data.ActorPoolStrategy(size=1), num_cpus=cfg.num_cpus,
-                           ray_remote_args_fn=no_restarts,
+                           max_restarts=0,  # else Ray logs an error per actor (ray#53727)
                            batch_size=cfg.batch_size, batch_format="numpy")
     rows, vecs = [], []
     for b in ds.iter_batches(batch_format="numpy", batch_size=None):
