@@ -419,7 +419,7 @@ def write_charts(r: dict[str, Any], out: Path) -> list[str]:
         for j in range(len(names)):
             ax.text(j, i, f"{m[i, j]:.2f}", ha="center", va="center", color="w", fontsize=8)
     fig.colorbar(im, ax=ax, label="top-5 overlap")
-    ax.set_title("Top-5 overlap between pairs")
+    ax.set_title("Top-5 overlap")
     save(fig, "overlap.png")
 
     lat = pd.DataFrame(r["latency"])
