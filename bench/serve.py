@@ -84,6 +84,15 @@ def main() -> None:
     for b in bodies:
         rec.recommend(b["user_id"], Context(b["device"], 12, 2), b["k"])
     in_process_ms = (time.perf_counter() - t0) * 1000 / len(bodies)
+    # Users with an LLM interest vector (`warmstart expand` output beside the versions) add a
+    # content-index search and more candidates to rank.
+    interest_ms = None
+    if rec.interests is not None:
+        users = sorted(rec.interests.vectors)
+        t0 = time.perf_counter()
+        for n in range(len(bodies)):
+            rec.recommend(users[n % len(users)], Context("web", 12, 2), 10)
+        interest_ms = (time.perf_counter() - t0) * 1000 / len(bodies)
 
     lines = [f"serving, {len(bodies)} requests per row ({dt.date.today()}, {platform.node()}, "
              f"version {bundle.version}, {len(bundle.items):,} items)",
@@ -104,6 +113,9 @@ def main() -> None:
                 print(lines[-1], flush=True)
     lines.append(f"  in-process Recommender.recommend, no HTTP: {in_process_ms:.2f} ms a request "
                  f"(mean over {len(bodies)}, one thread)")
+    if interest_ms is not None:
+        lines.append(f"  in-process, users with an interest vector ({len(rec.interests.vectors)} "
+                     f"of them): {interest_ms:.2f} ms a request")
     report(lines, "serve", args.save)
 
 if __name__ == "__main__":
