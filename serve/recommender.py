@@ -57,11 +57,19 @@ class Interests:
 
 
 def load_interests(folder: Path, item_ids: np.ndarray) -> Interests | None:
-    """The `warmstart expand` output in `folder`, or None when there is none."""
+    """The `warmstart expand` output in `folder`, or None when there is none.
+
+    A folder that is there but unusable (a file missing or unreadable, vectors of two
+    encoders mixed) is refused with what to rerun, rather than served half-right.
+    """
     if not (folder / "interests.parquet").exists():
         return None
-    users = pq.read_table(folder / "interests.parquet", columns=["user_id", "vector"])
-    items = pq.read_table(folder / "items.parquet")
+    rerun = f"rerun `warmstart expand --out {folder}`, or remove that folder to serve without"
+    try:
+        users = pq.read_table(folder / "interests.parquet", columns=["user_id", "vector"])
+        items = pq.read_table(folder / "items.parquet", columns=["item_id", "vector"])
+    except (OSError, KeyError, ValueError) as e:  # pyarrow's errors derive from these
+        raise ValueError(f"interest folder {folder} is unreadable ({e}); {rerun}") from e
     vecs = {u: np.asarray(v, np.float32) for u, v in
             zip(users.column("user_id").to_pylist(), users.column("vector").to_pylist(),
                 strict=True) if v is not None}
@@ -73,6 +81,11 @@ def load_interests(folder: Path, item_ids: np.ndarray) -> Interests | None:
         return None
     mat = items.column("vector").combine_chunks()
     item_vecs = mat.values.to_numpy().reshape(len(ids), -1)[keep]  # I', D
+    dims = {len(v) for v in vecs.values()}
+    if dims != {item_vecs.shape[1]}:
+        raise ValueError(f"interest folder {folder}: user vectors of {sorted(dims)} dimensions "
+                         f"against item vectors of {item_vecs.shape[1]}: two encoders mixed; "
+                         f"{rerun}")
     stats = folder / "stats.json"
     meta = {}
     if stats.exists():

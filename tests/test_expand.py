@@ -244,3 +244,48 @@ def test_presets_give_tensor_parallelism_per_accelerator() -> None:
     assert neuron.tp == 32 and neuron.ray_resources() == {"resources": {"neuron_cores": 32}}
     assert replace(cfg, tensor_parallel_size=8).tp == 8
     assert LLMConfig().ray_resources() == {"num_cpus": 1.0}
+
+
+def test_serving_refuses_an_unusable_interest_folder(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from flows.expand import write_interests
+    from serve.recommender import load_interests
+
+    assert load_interests(tmp_path / "absent", np.array(["b1"])) is None
+    clicks = _clicks([("u1", "b1", 1)])
+    result = ground_batch(generate_batch(build_profiles(ITEMS, clicks, ["u1"]),
+                                         Scripted('["boots", "shoes", "trail"]'), LLMConfig()),
+                          _FakeGrounder())
+    folder = tmp_path / "interests"
+    write_interests(folder, result, ["b1", "b2"], np.eye(2, 4, dtype=np.float32), {})
+    ok = load_interests(folder, np.array(["b1", "b2", "k1"]))
+    assert ok is not None and set(ok.vectors) == {"u1"} and ok.rows.tolist() == [0, 1]
+    # Item vectors from another encoder (3-d against the users' 4-d).
+    pq.write_table(pa.table({"item_id": ["b1"], "vector": pa.FixedSizeListArray.from_arrays(
+        np.ones(3, np.float32), 3)}), folder / "items.parquet")
+    with pytest.raises(ValueError, match="two encoders mixed; rerun `warmstart expand"):
+        load_interests(folder, np.array(["b1"]))
+    (folder / "items.parquet").unlink()
+    with pytest.raises(ValueError, match="is unreadable.*rerun `warmstart expand"):
+        load_interests(folder, np.array(["b1"]))
+
+
+class _FakeGrounder(Grounder):
+    """4-d unit vectors for any topic: enough to write an interest folder."""
+
+    def __init__(self) -> None:
+        from flows.topics import GroundingConfig
+
+        class Enc:
+            name, dim = "fake", 4
+
+            def encode(self, texts: list[str]) -> np.ndarray:
+                v = np.zeros((len(texts), 4), np.float32)
+                v[:, 0] = 1.0
+                return v
+
+        self.encoder, self.cfg = Enc(), GroundingConfig(threshold=0.0)
+        self.terms = np.array(["boots"], dtype=object)
+        self.term_vectors = self.encoder.encode(["boots"])
