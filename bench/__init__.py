@@ -26,5 +26,7 @@ def workdir_args(p: argparse.ArgumentParser, scales: list[str], workdir_help: st
 
 def workdir_paths(args: argparse.Namespace) -> tuple[Path, Path]:
     """(workdir, data folder) from `workdir_args`' flags."""
-    workdir = args.workdir or Path("runs") / f"bench-{args.scale}"
+    from flows.layout import RUNS
+
+    workdir = args.workdir or RUNS / f"bench-{args.scale}"
     return workdir, args.data or workdir / "data"

@@ -19,8 +19,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from flows.data import Split, read_interactions, read_items
-from flows.synthetic import CATEGORIES, DEVICES, World
+from flows.generate.catalog import CATEGORIES
+from flows.generate.world import DEVICES, World
+from flows.layout import Split, read_interactions, read_items
 from train.metrics import auc
 
 

@@ -23,18 +23,13 @@ from pathlib import Path
 import pandas as pd
 
 from bench import report
-from flows.expand import (
-    ExpandConfig,
-    generate_batch,
-    load_profiles,
-    run_generate,
-    run_ground,
-    summarize,
-)
+from flows.expand import ExpandConfig, load_profiles
 from flows.generate import GenerateConfig, generate
-from flows.llm import LLMConfig, load_backend
+from flows.layout import ITEMS, RUNS
 from flows.runtime import start_ray
-from flows.topics import catalog_vocabulary
+from interests.backends import LLMConfig, load_backend
+from interests.grounding import catalog_vocabulary
+from interests.stages import generate_batch, run_generate, run_ground, summarize
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -48,12 +43,12 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
 
     with start_ray():
-        data = Path(args.data or f"runs/bench-{args.scale}/data")
-        if not (data / "items.parquet").exists():
+        data = Path(args.data) if args.data else RUNS / f"bench-{args.scale}" / "data"
+        if not (data / ITEMS).exists():
             generate(GenerateConfig(out=data, scale=args.scale))
         llm = LLMConfig(backend=args.backend, batch_size=args.batch_size,
                         num_cpus=2.0 if args.backend == "vllm" else 1.0)
-        cfg = ExpandConfig(data=data, llm=llm, max_history=3)
+        cfg = ExpandConfig(data=data, llm=llm)
         items, profiles = load_profiles(cfg)
         profiles = profiles[profiles["n_history"] > 0].head(args.users).reset_index(drop=True)
         n = len(profiles)

@@ -36,12 +36,12 @@ from bench.train import (
     machine,
     metric,
 )
-from flows.data import Split
 from flows.evaluate import EvalConfig, evaluate
 from flows.finetune import FinetuneConfig, finetune
 from flows.generate import SCALES
+from flows.layout import Split
 from flows.runtime import start_ray
-from flows.training import TrainConfig, train
+from flows.train import TrainConfig, train
 from train.artifacts import load_bundle
 
 BASE = Split()  # days 0-8 / 9-11 / 12-13

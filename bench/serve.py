@@ -22,8 +22,10 @@ from fastapi import FastAPI
 from ray import serve
 
 from bench import report
+from flows.layout import DEMO
 from flows.runtime import start_ray
 from serve.app import run_app
+from serve.config import HTTPConfig
 from serve.recommender import Context, Recommender
 from train.artifacts import load_bundle
 
@@ -67,7 +69,7 @@ def row(name: str, clients: int, rps: float, lat: list[float]) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--artifacts", type=Path, default=Path("warmstart-demo/artifacts"))
+    p.add_argument("--artifacts", type=Path, default=DEMO / "artifacts")
     p.add_argument("--requests", type=int, default=400, help="requests per measurement")
     p.add_argument("--port", type=int, default=8031)
     p.add_argument("--save", action="store_true", help="write the figures to bench/results/")
@@ -105,7 +107,7 @@ def main() -> None:
                 url = f"http://127.0.0.1:{args.port}/recommend"
             else:
                 serve.delete("noop")
-                url = run_app(args.artifacts, port=args.port) + "/recommend"
+                url = run_app(args.artifacts, HTTPConfig(port=args.port)) + "/recommend"
             asyncio.run(load(url, bodies[:20], 1))  # warm-up
             for clients in (1, 16):
                 rps, lat = asyncio.run(load(url, bodies, clients))

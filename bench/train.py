@@ -26,10 +26,10 @@ import psutil
 
 from bench import report, workdir_args, workdir_paths
 from bench.memory import PeakMemory
-from flows.data import available_days, read_items, read_users
 from flows.generate import SCALES, GenerateConfig, generate
+from flows.layout import available_days, count_rows, read_items, read_users
 from flows.runtime import start_ray
-from flows.training import TrainConfig, count_rows, train
+from flows.train import TrainConfig, train
 
 STEPS = ("embed_content", "fit_features", "train_retrieval", "embed_items", "build_index",
          "train_ranker", "evaluate", "publish")

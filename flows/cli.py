@@ -1,93 +1,91 @@
-"""The `warmstart` command line: one subcommand per flow, each a thin wrapper."""
+"""The `warmstart` command line, and `python -m flows.<name>`: one definition per flow.
+
+Each flow module defines `add_args(parser)` and `run(args)`, and `COMMANDS` lists the flows
+with their one-line help. `warmstart <name> ...` and `python -m flows.<name> ...` build their
+parser from that one definition and run the same function with the same error handling, so
+`ray job submit -- python -m flows.train ...` takes exactly the flags of `warmstart train`.
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import sys
-from pathlib import Path
+from types import ModuleType
+from typing import NoReturn
 
-from flows import demo, evaluate, expand, experiment, finetune, generate, load, training
-
-
-def _serve(args: argparse.Namespace) -> None:
-    import time
-
-    from flows.runtime import start_ray
-    from serve.app import run_app
-    from train.artifacts import resolve, verify
-
-    verify(resolve(args.artifacts))  # a clear error before Ray starts, not after
-    with start_ray():
-        url = run_app(args.artifacts, host=args.host, port=args.port)
-        print(f"serving {args.artifacts} at {url} (POST /recommend, GET /healthz, /docs); "
-              "Ctrl-C to stop", flush=True)
-        try:
-            while True:
-                time.sleep(3600)
-        except KeyboardInterrupt:
-            pass
+COMMANDS: dict[str, str] = {
+    "generate": "synthetic retail data with ground truth",
+    "load": "external files (generic CSV/parquet, MovieLens-100K, Amazon Books, Retail Demo "
+            "Store) into the data layout",
+    "train": "train Two-Tower and DLRM on Ray Train, index, publish",
+    "finetune": "the daily flow: new day(s) + replay, item tower frozen, promoted only "
+                "without a regression",
+    "evaluate": "test-day quality beside popularity and the oracle",
+    "expand": "LLM interest expansion for users with sparse histories: topics, grounding, "
+              "interest vectors",
+    "experiment": "compare LLM x encoder pairs on cold users: quality, spread, overlap, "
+                  "latency, cost; HTML report with charts",
+    "serve": "run the Ray Serve app",
+    "demo": "generate -> train -> evaluate -> expand -> serve -> a few requests",
+}
 
 
-def main(argv: list[str] | None = None) -> int:
+def flow(name: str) -> ModuleType:
+    """The module of flow `name` (flows.<name>)."""
+    return importlib.import_module(f"flows.{name}")
+
+
+def _define(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
+    flow(name).add_args(parser)
+    parser.set_defaults(command=name)
+    return parser
+
+
+def _verbose(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="debug logging, and tracebacks instead of one-line errors")
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="warmstart", description="Recommendations that are good from the first request.")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    _verbose(parser)
     sub = parser.add_subparsers(dest="command", required=True)
+    for name, help_text in COMMANDS.items():
+        _define(sub.add_parser(name, help=help_text, description=help_text), name)
+    return parser
 
-    p = sub.add_parser("generate", help="synthetic retail data with ground truth")
-    generate.add_args(p)
-    p.set_defaults(func=generate.run)
 
-    p = sub.add_parser("load", help="external files (generic CSV/parquet, MovieLens-100K, "
-                       "Amazon Books, Retail Demo Store) into the data layout")
-    load.add_args(p)
-    p.set_defaults(func=load.run)
+def module_parser(name: str) -> argparse.ArgumentParser:
+    """The parser of `python -m flows.<name>`: the flow's own flags, as `warmstart <name>`."""
+    parser = argparse.ArgumentParser(prog=f"python -m flows.{name}",
+                                     description=COMMANDS[name])
+    _verbose(parser)
+    return _define(parser, name)
 
-    p = sub.add_parser("train", help="train Two-Tower and DLRM on Ray Train, index, publish")
-    training.add_args(p)
-    p.set_defaults(func=training.run)
 
-    p = sub.add_parser("finetune", help="the daily flow: new day(s) + replay, item tower "
-                       "frozen, promoted only without a regression")
-    finetune.add_args(p)
-    p.set_defaults(func=finetune.run)
-
-    p = sub.add_parser("evaluate", help="test-day quality beside popularity and the oracle")
-    evaluate.add_args(p)
-    p.set_defaults(func=evaluate.run)
-
-    p = sub.add_parser("expand", help="LLM interest expansion for users with sparse "
-                       "histories: topics, grounding, interest vectors")
-    expand.add_args(p)
-    p.set_defaults(func=expand.run)
-
-    p = sub.add_parser("experiment", help="compare LLM x encoder pairs on cold users: "
-                       "quality, spread, overlap, latency, cost; HTML report with charts")
-    experiment.add_args(p)
-    p.set_defaults(func=experiment.run)
-
-    p = sub.add_parser("serve", help="run the Ray Serve app")
-    p.add_argument("--artifacts", type=Path, default=Path("artifacts"))
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000)
-    p.set_defaults(func=_serve)
-
-    p = sub.add_parser("demo", help="generate -> train -> evaluate -> serve -> a few requests")
-    demo.add_args(p)
-    p.set_defaults(func=demo.run)
-
-    args = parser.parse_args(argv)
+def _execute(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        args.func(args)
+        flow(args.command).run(args)
     except (ValueError, FileNotFoundError, RuntimeError) as e:
         if args.verbose:
             raise
         print(f"warmstart {args.command}: error: {e}", file=sys.stderr)
         return 2
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return _execute(build_parser().parse_args(argv))
+
+
+def run_module(name: str) -> NoReturn:
+    """The body of every flow's `if __name__ == "__main__":` block."""
+    sys.exit(_execute(module_parser(name).parse_args()))
 
 
 if __name__ == "__main__":

@@ -10,15 +10,30 @@ import argparse
 import json
 import time
 import urllib.request
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from flows.evaluate import format_report
 from flows.expand import ExpandConfig, expand
 from flows.generate import GenerateConfig, generate
-from flows.llm import LLMConfig, smollm2_gguf
+from flows.layout import DEMO, ITEMS, USERS, Split, read_interactions
 from flows.runtime import start_ray
-from flows.training import TrainConfig, train
+from flows.train import TrainConfig, train
+from interests.artifact import FOLDER, read_results
+from interests.backends import LLMConfig, smollm2_gguf
+from serve.config import HTTPConfig
+
+DEMO_SCALES = ("tiny", "small")  # of flows.generate.SCALES: the ones that run in minutes
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    workdir: Path = DEMO  # the demo's data/ and artifacts/ go here
+    scale: str = "small"  # one of DEMO_SCALES
+    port: int = HTTPConfig.port
+    seed: int = 0
+    expand_users: int = 8  # sparse users whose interests the LLM expands
 
 
 def post(url: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -36,17 +51,13 @@ def expand_some(data: Path, artifacts: Path, users: int) -> str | None:
     except FileNotFoundError as e:
         print(f"[demo]   skipped: {e}", flush=True)
         return None
-    import pandas as pd
-
-    from flows.data import Split, read_interactions
-
     train = read_interactions(data, Split().train, ("user_id", "label"))
     n = train[train["label"] == 1].groupby("user_id").size()
-    sparse = sorted(n.index[(n >= 1) & (n <= 3)])[:users]
-    cfg = ExpandConfig(data=data, out=artifacts / "interests", user_ids=tuple(sparse),
-                       llm=LLMConfig(batch_size=4))
+    cfg = ExpandConfig(data=data, out=artifacts / FOLDER, llm=LLMConfig(batch_size=4))
+    sparse = sorted(n.index[(n >= 1) & (n <= cfg.max_history)])[:users]
+    cfg = replace(cfg, user_ids=tuple(sparse))
     s = expand(cfg)
-    out = pd.read_parquet(cfg.out / "interests.parquet")
+    out = read_results(cfg.out)
     print(f"[demo]   {s['users']} users: {s['status']['expanded']} expanded; JSON valid "
           f"{s['json_valid_rate']:.0%}, topics surviving grounding {s['topic_survival']:.0%}",
           flush=True)
@@ -56,13 +67,16 @@ def expand_some(data: Path, artifacts: Path, users: int) -> str | None:
     return str(expanded.iloc[0]) if len(expanded) else None
 
 
-def demo(workdir: Path, scale: str, port: int, seed: int = 0) -> dict[str, Any]:
+def demo(cfg: DemoConfig) -> dict[str, Any]:
     from ray import serve
 
     from serve.app import run_app
 
+    if cfg.scale not in DEMO_SCALES:
+        raise ValueError(f"the demo runs at scale {' or '.join(DEMO_SCALES)}, not {cfg.scale!r}")
     t0 = time.perf_counter()
-    data, artifacts = workdir / "data", workdir / "artifacts"
+    scale, seed = cfg.scale, cfg.seed
+    data, artifacts = cfg.workdir / "data", cfg.workdir / "artifacts"
     with start_ray():
         print(f"[demo] 1/5 generate ({scale})", flush=True)
         # The demo owns its workdir: a rerun replaces the previous run's data.
@@ -75,17 +89,17 @@ def demo(workdir: Path, scale: str, port: int, seed: int = 0) -> dict[str, Any]:
         print(format_report(manifest["metrics"]["evaluation"]), flush=True)
 
         print("[demo] 3/5 expand sparse users' interests with the LLM", flush=True)
-        sparse_user = expand_some(data, artifacts, users=8)
+        sparse_user = expand_some(data, artifacts, users=cfg.expand_users)
 
         print("[demo] 4/5 serve", flush=True)
-        url = run_app(artifacts, port=port)
+        url = run_app(artifacts, HTTPConfig(port=cfg.port))
         print(f"[demo]   {url}/healthz -> "
               f"{urllib.request.urlopen(url + '/healthz', timeout=30).read().decode()}")
         print("[demo] 5/5 requests", flush=True)
         import pandas as pd
 
-        known = str(pd.read_parquet(data / "users.parquet")["user_id"].iloc[0])
-        catalog = pd.read_parquet(data / "items.parquet").set_index("item_id")
+        known = str(pd.read_parquet(data / USERS)["user_id"].iloc[0])
+        catalog = pd.read_parquet(data / ITEMS).set_index("item_id")
         answers = []
         bodies = [{"user_id": known, "device": "web", "timestamp": "2026-01-19T09:30:00",
                    "k": 5},
@@ -110,18 +124,23 @@ def demo(workdir: Path, scale: str, port: int, seed: int = 0) -> dict[str, Any]:
 
 
 def add_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--workdir", type=Path, default=Path("warmstart-demo"),
-                   help="folder for the demo's data and artifacts")
-    p.add_argument("--scale", choices=["tiny", "small"], default="small")
-    p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--seed", type=int, default=0)
+    d = DemoConfig()
+    p.add_argument("--workdir", type=Path, default=d.workdir,
+                   help="folder for the demo's data and artifacts (default %(default)s)")
+    p.add_argument("--scale", choices=DEMO_SCALES, default=d.scale)
+    p.add_argument("--port", type=int, default=d.port)
+    p.add_argument("--seed", type=int, default=d.seed)
+
+
+def config(args: argparse.Namespace) -> DemoConfig:
+    return DemoConfig(workdir=args.workdir, scale=args.scale, port=args.port, seed=args.seed)
 
 
 def run(args: argparse.Namespace) -> None:
-    demo(args.workdir, args.scale, args.port, args.seed)
+    demo(config(args))
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(prog="python -m flows.demo")
-    add_args(parser)
-    run(parser.parse_args())
+    from flows.cli import run_module
+
+    run_module("demo")

@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from flows.data import Split, read_interactions
-from flows.synthetic import World
+from flows.generate.world import World
+from flows.layout import ARTIFACTS, DATA, TRUTH, Split, read_interactions
 from index.faiss_index import search
 from train.artifacts import Bundle, load_bundle
 from train.features import featurize, mask_user_attributes, mask_user_past
@@ -73,7 +73,7 @@ def evaluate(bundle: Bundle, data: Path, cfg: EvalConfig | None = None) -> dict[
 
 def _world(data: Path, items: pd.DataFrame) -> World | None:
     try:
-        return World.load(data / "truth", items)
+        return World.load(data / TRUTH, items)
     except FileNotFoundError:
         return None
 
@@ -201,17 +201,22 @@ def format_report(report: dict[str, Any]) -> str:
 
 
 def add_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", type=Path, default=Path("data"))
-    p.add_argument("--artifacts", type=Path, default=Path("artifacts"),
+    d = EvalConfig()
+    p.add_argument("--data", type=Path, default=DATA)
+    p.add_argument("--artifacts", type=Path, default=ARTIFACTS,
                    help="artifact root (uses LATEST) or a version folder")
-    p.add_argument("--users", type=int, default=EvalConfig.max_users,
-                   help="test users sampled for recall")
+    p.add_argument("--users", type=int, default=d.max_users,
+                   help="test users sampled for recall (default %(default)s)")
     p.add_argument("--json", type=Path, default=None, help="also write the report as JSON")
+
+
+def config(args: argparse.Namespace) -> EvalConfig:
+    return EvalConfig(max_users=args.users)
 
 
 def run(args: argparse.Namespace) -> None:
     bundle = load_bundle(args.artifacts)
-    report = evaluate(bundle, args.data, EvalConfig(max_users=args.users))
+    report = evaluate(bundle, args.data, config(args))
     print(f"version {bundle.version}")
     print(format_report(report))
     if args.json:
@@ -219,6 +224,6 @@ def run(args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(prog="python -m flows.evaluate")
-    add_args(parser)
-    run(parser.parse_args())
+    from flows.cli import run_module
+
+    run_module("evaluate")

@@ -37,17 +37,30 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from flows.data import Split, read_interactions, read_items
-from flows.expand import build_profiles, history, read_reviews, run_generate, run_ground, summarize
-from flows.llm import LLMConfig, build_messages, load_backend
-from flows.topics import GroundingConfig, catalog_vocabulary
+from flows.generate.world import World
+from flows.layout import (
+    DATA,
+    LOAD_REPORT,
+    RUNS,
+    TRUTH,
+    Split,
+    read_interactions,
+    read_items,
+    read_reviews,
+)
 from index.faiss_index import build_index, search
+from interests.backends import LLMConfig, load_backend
+from interests.grounding import GroundingConfig, catalog_vocabulary
+from interests.profiles import build_profiles, history
+from interests.prompts import build_messages
+from interests.stages import run_generate, run_ground, summarize
 from train.encoders import EncoderConfig, embed_texts, item_texts, load_encoder
 from train.metrics import ndcg_at_k, recall_at_k
 
 log = logging.getLogger(__name__)
 
 METHODS = ("popularity", "item_neighbours", "llm_interests", "merged")
+COHORTS = ("auto", "single", "first")  # see `cohort`
 
 
 @dataclass(frozen=True)
@@ -72,8 +85,8 @@ DEFAULT_PRICES = {"cpu-2core": 0.0832, "g6.xlarge-l4": 0.805, "p5-h100-per-gpu":
 
 @dataclass(frozen=True)
 class ExperimentConfig:
-    data: Path = Path("data")
-    out: Path = Path("runs") / "experiment"
+    data: Path = DATA
+    out: Path = RUNS / "experiment"
     llms: tuple[NamedLLM, ...] = (NamedLLM("smollm2"),)
     encoders: tuple[NamedEncoder, ...] = (NamedEncoder("minilm"),)
     prices: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_PRICES))
@@ -95,8 +108,8 @@ class ExperimentConfig:
         names = [m.name for m in self.llms] + [e.name for e in self.encoders]
         if len(set(names)) != len(names):
             raise ValueError(f"LLM and encoder names must be unique, got {names}")
-        if self.cohort not in ("auto", "single", "first"):
-            raise ValueError(f"cohort must be auto, single or first, got {self.cohort!r}")
+        if self.cohort not in COHORTS:
+            raise ValueError(f"cohort must be one of {', '.join(COHORTS)}, got {self.cohort!r}")
         if missing := {m.hardware for m in self.llms} - set(self.prices):
             raise ValueError(f"no price per hour for hardware {sorted(missing)}; add it under "
                              "`prices:` in the grid file")
@@ -196,14 +209,12 @@ def cohort(cfg: ExperimentConfig) -> Cohort:
 
 def _oracle(cfg: ExperimentConfig, items: pd.DataFrame, users: list[str], known: np.ndarray,
             ) -> tuple[np.ndarray | None, str]:
-    report = cfg.data / "load_report.json"
+    report = cfg.data / LOAD_REPORT
     if report.exists():
         r = json.loads(report.read_text())
         return None, f"{r.get('preset', 'loaded')} ({r.get('format', '')}, {r.get('src', '')})"
     try:
-        from flows.synthetic import World
-
-        world = World.load(cfg.data / "truth", items)
+        world = World.load(cfg.data / TRUTH, items)
     except FileNotFoundError:
         return None, f"files in {cfg.data} (no ground-truth model)"
     pos = {u: n for n, u in enumerate(world.user_ids)}
@@ -277,7 +288,7 @@ def experiment(cfg: ExperimentConfig) -> dict[str, Any]:
     t0 = time.perf_counter()
     c = cohort(cfg)
     k = cfg.k
-    vocabulary = catalog_vocabulary(c.items, cfg.grounding.min_items, cfg.grounding.max_terms)
+    vocabulary = catalog_vocabulary(c.items, cfg.grounding)
     pop_rank = np.argsort(-c.popularity, kind="stable")
     popular = np.stack([pop_rank[pop_rank != i][:k] for i in c.known_item])  # U, k
     baseline = {"popularity": quality(popular, c.relevant, k)}
@@ -507,22 +518,27 @@ img{{max-width:100%}}</style></head><body>
 # --- Command line -------------------------------------------------------------------------
 
 def add_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", type=Path, default=Path("data"))
-    p.add_argument("--out", type=Path, default=Path("runs") / "experiment")
+    d = ExperimentConfig()
+    p.add_argument("--data", type=Path, default=d.data)
+    p.add_argument("--out", type=Path, default=d.out)
     p.add_argument("--grid", type=Path, help="YAML grid of llms, encoders and prices; "
                    "default: SmolLM2 x MiniLM")
-    p.add_argument("--max-users", type=int, default=ExperimentConfig.max_users)
-    p.add_argument("--cohort", choices=["auto", "single", "first"], default="auto",
+    p.add_argument("--max-users", type=int, default=d.max_users)
+    p.add_argument("--cohort", choices=COHORTS, default=d.cohort,
                    help="single: users with exactly one training click; first: users reduced "
-                        "to their first click; auto: single when 20 users qualify")
+                        f"to their first click; auto: single when {d.min_users} users qualify")
+
+
+def config(args: argparse.Namespace) -> ExperimentConfig:
+    over = {"data": args.data, "out": args.out, "max_users": args.max_users,
+            "cohort": args.cohort}
+    return load_grid(args.grid, **over) if args.grid else ExperimentConfig(**over)
 
 
 def run(args: argparse.Namespace) -> None:
     from flows.runtime import start_ray
 
-    over = {"data": args.data, "out": args.out, "max_users": args.max_users,
-            "cohort": args.cohort}
-    cfg = load_grid(args.grid, **over) if args.grid else ExperimentConfig(**over)
+    cfg = config(args)
     read_items(cfg.data)  # a missing dataset fails before Ray starts
     with start_ray():
         r = experiment(cfg)
@@ -537,13 +553,7 @@ def run(args: argparse.Namespace) -> None:
     print(f"report: {cfg.out / 'report.html'}")
 
 
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m flows.experiment",
-                                description=__doc__.splitlines()[0])
-    add_args(p)
-    run(p.parse_args(argv))
-
-
 if __name__ == "__main__":
-    main()
+    from flows.cli import run_module
 
+    run_module("experiment")

@@ -27,18 +27,19 @@ from typing import Any
 
 import numpy as np
 
-from flows.data import Split, available_days, read_interactions
-from flows.training import DLRM_COLUMNS, TWO_TOWER_COLUMNS, TrainConfig, click_log_q, featurized
+from flows.layout import ARTIFACTS, DATA, Split, available_days, read_interactions
+from flows.train import TrainConfig, click_log_q, featurized
 from train.artifacts import Bundle, load_bundle, new_version, publish
 from train.features import UserTable
 from train.loop import LoopConfig, fit
+from train.registry import MODELS
 from train.scoring import item_vectors
 
 
 @dataclass(frozen=True)
 class FinetuneConfig:
-    data: Path = Path("data")
-    artifacts: Path = Path("artifacts")
+    data: Path = DATA
+    artifacts: Path = ARTIFACTS
     new_days: tuple[int, ...] = ()  # default: the day after the version's last training day
     val_days: tuple[int, ...] = ()  # default: the version's validation days after new_days
     replay_share: float = 0.2  # share of the old training days' rows replayed
@@ -47,6 +48,11 @@ class FinetuneConfig:
     margin: float = 0.005  # largest drop in validation recall@K or AUC that still promotes
     seed: int = 0
     version: str | None = None
+
+    def __post_init__(self) -> None:
+        if not 0 < self.replay_share <= 1:
+            raise ValueError(f"the replay share (--replay) must be in (0, 1], got "
+                             f"{self.replay_share}")
 
 
 def plan_days(bundle: Bundle, cfg: FinetuneConfig, available: list[int]
@@ -110,12 +116,12 @@ def finetune(cfg: FinetuneConfig, train_cfg: TrainConfig | None = None) -> dict[
     run = cfg.version or new_version()
     storage = (cfg.artifacts / "_runs").resolve()
     # 4. Fine-tune, the item tower frozen.
-    tt, tt_hist = fit("two_tower", current.two_tower.cfg, cards,
-                      rows(True, TWO_TOWER_COLUMNS), val_rows(True, TWO_TOWER_COLUMNS),
-                      loop(tcfg.two_tower_loop, ("item_tower",)), storage, f"{run}-two_tower",
-                      log_q, init=current.two_tower)
-    dlrm, dlrm_hist = fit("dlrm", current.dlrm.cfg, cards, rows(False, DLRM_COLUMNS),
-                          val_rows(False, DLRM_COLUMNS), loop(tcfg.dlrm_loop), storage,
+    tt_cols, dlrm_cols = MODELS["two_tower"].columns, MODELS["dlrm"].columns
+    tt, tt_hist = fit("two_tower", current.two_tower.cfg, cards, rows(True, tt_cols),
+                      val_rows(True, tt_cols), loop(tcfg.two_tower_loop, ("item_tower",)),
+                      storage, f"{run}-two_tower", {"log_q": log_q}, init=current.two_tower)
+    dlrm, dlrm_hist = fit("dlrm", current.dlrm.cfg, cards, rows(False, dlrm_cols),
+                          val_rows(False, dlrm_cols), loop(tcfg.dlrm_loop), storage,
                           f"{run}-dlrm", init=current.dlrm)
     # 5. The index must still hold exactly these items' vectors.
     drift = float(np.abs(item_vectors(tt, current.item_rows)
@@ -165,29 +171,42 @@ def finetune(cfg: FinetuneConfig, train_cfg: TrainConfig | None = None) -> dict[
 
 
 def add_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", type=Path, default=Path("data"))
-    p.add_argument("--artifacts", type=Path, default=Path("artifacts"))
+    d = FinetuneConfig()
+    p.add_argument("--data", type=Path, default=d.data)
+    p.add_argument("--artifacts", type=Path, default=d.artifacts)
     p.add_argument("--days", type=int, nargs="+", default=None,
                    help="new day(s) to learn (default: the day after the version's window)")
-    p.add_argument("--val-days", type=int, nargs="+", default=None)
-    p.add_argument("--replay", type=float, default=FinetuneConfig.replay_share,
-                   help="share of the old training rows replayed beside the new day(s)")
-    p.add_argument("--epochs", type=int, default=FinetuneConfig.epochs)
-    p.add_argument("--lr-scale", type=float, default=FinetuneConfig.lr_scale)
-    p.add_argument("--margin", type=float, default=FinetuneConfig.margin,
-                   help="largest validation drop in recall or AUC that still promotes")
+    p.add_argument("--val-days", type=int, nargs="+", default=None,
+                   help="validation days (default: the version's, after the new days)")
+    p.add_argument("--replay", type=float, default=d.replay_share,
+                   help="share of the old training rows replayed beside the new day(s) "
+                        "(default %(default)s)")
+    p.add_argument("--epochs", type=int, default=d.epochs)
+    p.add_argument("--lr-scale", type=float, default=d.lr_scale,
+                   help="learning rate = full training's x this (default %(default)s)")
+    p.add_argument("--margin", type=float, default=d.margin,
+                   help="largest validation drop in recall or AUC that still promotes "
+                        "(default %(default)s)")
+
+
+def config(args: argparse.Namespace) -> FinetuneConfig:
+    return FinetuneConfig(data=args.data, artifacts=args.artifacts,
+                          new_days=tuple(args.days or ()), val_days=tuple(args.val_days or ()),
+                          replay_share=args.replay, epochs=args.epochs,
+                          lr_scale=args.lr_scale, margin=args.margin)
 
 
 def run(args: argparse.Namespace) -> None:
     from flows.runtime import start_ray
     from train.artifacts import resolve, verify
 
-    if not 0 < args.replay <= 1:
-        raise ValueError(f"--replay must be in (0, 1], got {args.replay}")
-    verify(resolve(args.artifacts))  # a clear error before Ray starts
-    cfg = FinetuneConfig(data=args.data, artifacts=args.artifacts,
-                         new_days=tuple(args.days or ()), val_days=tuple(args.val_days or ()),
-                         replay_share=args.replay, epochs=args.epochs, lr_scale=args.lr_scale,
-                         margin=args.margin)
+    cfg = config(args)
+    verify(resolve(cfg.artifacts))  # a clear error before Ray starts
     with start_ray():
         finetune(cfg)
+
+
+if __name__ == "__main__":
+    from flows.cli import run_module
+
+    run_module("finetune")

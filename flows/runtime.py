@@ -1,6 +1,7 @@
 """Starting and stopping the local Ray that every flow runs on.
 
-On a laptop-sized machine Ray's defaults deadlock or crawl (see DESIGN.md "Facts measured"):
+On a laptop-sized machine Ray's defaults deadlock or crawl (docs/ARCHITECTURE.md, "Ray on two
+cores"):
 actors asking for whole CPUs starve Ray Data, `/tmp/ray` may be shared with other users, and
 Serve is much faster in its throughput-optimized mode. This is the one place those choices
 are made.

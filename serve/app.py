@@ -10,6 +10,7 @@ A malformed request is answered 422 with FastAPI's description of what is wrong.
 
 import datetime as dt
 import logging
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,8 @@ from fastapi import FastAPI
 from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 
-from serve.recommender import Recommender, ServeConfig, request_context
+from serve.config import HTTPConfig, ServeConfig
+from serve.recommender import Recommender, request_context
 from train.artifacts import load_bundle
 
 log = logging.getLogger(__name__)
@@ -38,7 +40,8 @@ class RecommendRequest(BaseModel):
                                "anything else is treated as an unknown device")
     timestamp: dt.datetime | None = Field(None, description="ISO 8601 or unix seconds; "
                                           "server time when absent")
-    k: int = Field(10, ge=1, le=100, description="number of items to return")
+    k: int = Field(ServeConfig.default_k, ge=1, le=ServeConfig.max_k,
+                   description="number of items to return")
 
 
 class ScoredItem(BaseModel):
@@ -83,16 +86,17 @@ class Ingress:
 def build_app(artifacts: Path, cfg: ServeConfig | None = None) -> serve.Application:
     """The bound application; the artifact folder is verified before anything is deployed."""
     load_bundle(artifacts)  # fail here, with the clear error, not inside a replica
-    user_config = (cfg or ServeConfig()).__dict__
+    user_config = asdict(cfg or ServeConfig())
     # `@serve.deployment` turned the class into a Deployment; mypy still sees the class.
     deployment: Any = Ingress
     return deployment.options(user_config=user_config).bind(str(artifacts.resolve()))
 
 
-def run_app(artifacts: Path, host: str = "127.0.0.1", port: int = 8000,
+def run_app(artifacts: Path, http: HTTPConfig | None = None,
             cfg: ServeConfig | None = None) -> str:
     """Deploy on the running Ray; returns the base URL."""
+    http = http or HTTPConfig()
     application = build_app(artifacts, cfg)
-    serve.start(http_options={"host": host, "port": port})
+    serve.start(http_options={"host": http.host, "port": http.port})
     serve.run(application, name="warmstart", route_prefix="/", blocking=False)
-    return f"http://{host}:{port}"
+    return f"http://{http.host}:{http.port}"

@@ -3,7 +3,7 @@
 The Serve ingress calls `Recommender.recommend` for each request; tests call it directly.
 Every stage here is cheap on a laptop-sized catalog (FAISS flat top-300 ~0.1 ms, item
 features from an array cache, DLRM over 300 rows ~1-2 ms), so none earns a DeploymentHandle
-hop (~10-15 ms of CPU each, see DESIGN.md).
+hop (docs/ARCHITECTURE.md, "Ray on two cores").
 """
 
 from __future__ import annotations
@@ -12,90 +12,21 @@ import datetime as dt
 import logging
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import faiss
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 
-from index.faiss_index import build_index, search
+from index.faiss_index import search
+from interests.artifact import FOLDER as INTERESTS
+from interests.artifact import Interests, load_interests
+from serve.config import ServeConfig
 from train.artifacts import Bundle
 from train.encoders import EncoderConfig, item_content
 from train.features import cross_features
 from train.scoring import click_probability, item_vectors, user_vectors
 
 log = logging.getLogger(__name__)
-
-INTERESTS = "interests"  # folder beside the versions, written by `warmstart expand`
-
-
-@dataclass(frozen=True)
-class ServeConfig:
-    retrieval_k: int = 300  # candidates fetched from FAISS before ranking
-    default_k: int = 10
-    max_k: int = 100
-    interest_k: int = 50  # candidates from a cold user's interest vector
-    # Share of the top-k kept for interest candidates: the DLRM knows little of a cold user
-    # and would otherwise rank popular two-tower items above everything the LLM found.
-    interest_share: float = 0.5
-
-
-@dataclass
-class Interests:
-    """LLM interest vectors of sparse users and the catalog in the same encoder's space.
-
-    `rows` maps positions of `index` to rows of the served catalog; items the expand run did
-    not embed (or that left the catalog) are simply absent from it.
-    """
-
-    vectors: dict[str, np.ndarray]  # user_id -> (D,) unit vector
-    index: faiss.Index
-    rows: np.ndarray  # (I',) catalog row of each index position
-    encoder: dict[str, Any]
-
-
-def load_interests(folder: Path, item_ids: np.ndarray) -> Interests | None:
-    """The `warmstart expand` output in `folder`, or None when there is none.
-
-    A folder that is there but unusable (a file missing or unreadable, vectors of two
-    encoders mixed) is refused with what to rerun, rather than served half-right.
-    """
-    if not (folder / "interests.parquet").exists():
-        return None
-    rerun = f"rerun `warmstart expand --out {folder}`, or remove that folder to serve without"
-    try:
-        users = pq.read_table(folder / "interests.parquet", columns=["user_id", "vector"])
-        items = pq.read_table(folder / "items.parquet", columns=["item_id", "vector"])
-    except (OSError, KeyError, ValueError) as e:  # pyarrow's errors derive from these
-        raise ValueError(f"interest folder {folder} is unreadable ({e}); {rerun}") from e
-    vecs = {u: np.asarray(v, np.float32) for u, v in
-            zip(users.column("user_id").to_pylist(), users.column("vector").to_pylist(),
-                strict=True) if v is not None}
-    row = {str(i): n for n, i in enumerate(item_ids)}
-    ids = items.column("item_id").to_pylist()
-    keep = np.array([i in row for i in ids], dtype=bool)
-    if not keep.any() or not vecs:
-        log.warning("interests in %s match no served item or user; not used", folder)
-        return None
-    mat = items.column("vector").combine_chunks()
-    item_vecs = mat.values.to_numpy().reshape(len(ids), -1)[keep]  # I', D
-    dims = {len(v) for v in vecs.values()}
-    if dims != {item_vecs.shape[1]}:
-        raise ValueError(f"interest folder {folder}: user vectors of {sorted(dims)} dimensions "
-                         f"against item vectors of {item_vecs.shape[1]}: two encoders mixed; "
-                         f"{rerun}")
-    stats = folder / "stats.json"
-    meta = {}
-    if stats.exists():
-        import json
-
-        meta = json.loads(stats.read_text()).get("encoder", {})
-    log.info("interest vectors for %d users over %d items from %s", len(vecs), keep.sum(),
-             folder)
-    return Interests(vecs, build_index(item_vecs),
-                     np.array([row[i] for i, k in zip(ids, keep, strict=True) if k]), meta)
 
 
 @dataclass(frozen=True)

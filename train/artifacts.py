@@ -30,12 +30,17 @@ from typing import Any
 import faiss
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import torch
+from torch import nn
 
 from index.faiss_index import load_index, save_index
-from train.dlrm import DLRM, DLRMConfig
+from train import schema
+from train.dlrm import DLRM
 from train.features import Features, UserTable
-from train.two_tower import TwoTower, TwoTowerConfig
+from train.registry import MODELS, build, kind_of, spec
+from train.two_tower import TwoTower
 
 MANIFEST = "manifest.json"
 FORMAT = 2
@@ -78,22 +83,31 @@ def new_version() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S-%f")
 
 
-def save_model(model: TwoTower | DLRM, stem: Path, cards: dict[str, int]) -> None:
-    """<stem>.pt (weights) and <stem>.json (config and cardinalities: enough to rebuild)."""
-    torch.save(model.state_dict(), stem.with_suffix(".pt"))
-    stem.with_suffix(".json").write_text(json.dumps({"config": asdict(model.cfg),
-                                                     "cards": cards}))
+def save_model(model: nn.Module, folder: Path, cards: dict[str, int]) -> None:
+    """<file>.pt (weights) and <file>.json (kind, config and cardinalities: enough to
+    rebuild) in `folder`, named by the model's registry entry."""
+    s = spec(kind_of(model))
+    config: Any = model.cfg  # every registered model keeps its config dataclass as .cfg
+    torch.save(model.state_dict(), folder / f"{s.file}.pt")
+    (folder / f"{s.file}.json").write_text(json.dumps({
+        "kind": s.kind, "config": asdict(config), "cards": cards}))
 
 
-def load_model(stem: Path) -> Any:
-    """The model saved by `save_model`, in eval mode."""
-    meta = json.loads(stem.with_suffix(".json").read_text())
-    if stem.name.startswith("two_tower"):
-        m: Any = TwoTower(TwoTowerConfig(**meta["config"]), meta["cards"])
-    else:
-        m = DLRM(DLRMConfig.from_dict(meta["config"]), meta["cards"])
-    m.load_state_dict(torch.load(stem.with_suffix(".pt"), weights_only=True))
+def load_model(kind: str, folder: Path) -> Any:
+    """The `kind` model saved by `save_model` in `folder`, in eval mode."""
+    s = spec(kind)
+    meta = json.loads((folder / f"{s.file}.json").read_text())
+    if meta.get("kind", kind) != kind:  # versions before the registry have no "kind"
+        raise ArtifactError(f"{folder / s.file}.json holds a {meta['kind']} model, not {kind}")
+    m = build(kind, meta["config"], meta["cards"])
+    m.load_state_dict(torch.load(folder / f"{s.file}.pt", weights_only=True))
     return m.eval()
+
+
+def write_table(frame: pd.DataFrame, expected: pa.Schema, path: Path) -> None:
+    """`frame` as parquet, its contract columns cast to `expected` (train/schema.py)."""
+    pq.write_table(schema.conform(pa.Table.from_pandas(frame, preserve_index=False),
+                                  expected), path)
 
 
 def publish(root: Path, version: str, *, features: Features, two_tower: TwoTower, dlrm: DLRM,
@@ -110,11 +124,11 @@ def publish(root: Path, version: str, *, features: Features, two_tower: TwoTower
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     features.save(tmp)
-    save_model(two_tower, tmp / "two_tower", features.cardinalities)
-    save_model(dlrm, tmp / "dlrm", features.cardinalities)
+    save_model(two_tower, tmp, features.cardinalities)
+    save_model(dlrm, tmp, features.cardinalities)
     save_index(index, tmp / "index.faiss")
-    items.to_parquet(tmp / "items.parquet", index=False)
-    users.reset_index().to_parquet(tmp / "users.parquet", index=False)
+    write_table(items, schema.ITEMS, tmp / "items.parquet")
+    write_table(users.reset_index(), schema.USERS, tmp / "users.parquet")
     user_table.save(tmp / "user_history.npz")
     if item_content is not None:
         np.save(tmp / "item_content.npy", item_content)
@@ -167,9 +181,9 @@ def verify(folder: Path) -> dict[str, Any]:
         if sha256(p) != digest:
             raise ArtifactError(f"{folder}: {name} does not match its checksum in {MANIFEST}; "
                                 "the file changed after publishing, publish a new version")
-    required = {"features.json", "features.joblib", "user_history.npz", "two_tower.pt",
-                "two_tower.json", "dlrm.pt", "dlrm.json", "index.faiss", "items.parquet",
-                "users.parquet"}
+    required = {"features.json", "features.joblib", "user_history.npz", "index.faiss",
+                "items.parquet", "users.parquet"}
+    required |= {f"{s.file}{ext}" for s in MODELS.values() for ext in (".pt", ".json")}
     if missing := required - set(manifest.get("files", {})):
         raise ArtifactError(f"{mpath} does not list {sorted(missing)}; the version is incomplete")
     return manifest
@@ -184,6 +198,12 @@ def load_bundle(path: Path) -> Bundle:
     except RuntimeError as e:
         raise ArtifactError(str(e)) from None
 
+    for name, expected, table in (("items.parquet", schema.ITEMS, "items"),
+                                  ("users.parquet", schema.USERS, "users")):
+        try:
+            schema.check(pq.read_schema(folder / name), expected, folder / name, table)
+        except schema.SchemaError as e:
+            raise ArtifactError(f"{e}; publish a new version with `warmstart train`") from None
     items = pd.read_parquet(folder / "items.parquet")
     users = pd.read_parquet(folder / "users.parquet").set_index("user_id")
     content = folder / "item_content.npy"
@@ -192,8 +212,8 @@ def load_bundle(path: Path) -> Bundle:
         path=folder,
         manifest=manifest,
         features=features,
-        two_tower=load_model(folder / "two_tower"),
-        dlrm=load_model(folder / "dlrm"),
+        two_tower=load_model("two_tower", folder),
+        dlrm=load_model("dlrm", folder),
         index=load_index(folder / "index.faiss"),
         items=items,
         users=users,

@@ -24,7 +24,6 @@ Example::
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -33,6 +32,8 @@ from torch import nn
 from train.features import CONTEXT_SPARSE, DENSE, ITEM_SPARSE, USER_SPARSE
 
 SPARSE = USER_SPARSE + ITEM_SPARSE + CONTEXT_SPARSE
+INPUTS = (*SPARSE, *DENSE, "content")  # the featurized columns one score reads
+TRAIN_COLUMNS = (*INPUTS, "label")
 
 
 @dataclass(frozen=True)
@@ -40,12 +41,6 @@ class DLRMConfig:
     embedding_dim: int = 32
     bottom: tuple[int, ...] = (32,)
     top: tuple[int, ...] = (64, 32)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> DLRMConfig:
-        """From JSON, where tuples come back as lists."""
-        return cls(embedding_dim=int(d["embedding_dim"]), bottom=tuple(d["bottom"]),
-                   top=tuple(d["top"]))
 
 
 def mlp(sizes: list[int]) -> nn.Sequential:
@@ -56,17 +51,19 @@ def mlp(sizes: list[int]) -> nn.Sequential:
 
 
 class SparseArch(nn.Module):
-    """Learned embeddings of the categorical features, and the projected content vector."""
+    """Learned embeddings of the named categorical features, and the projected content
+    vector (left out when its width in `cards` is 0)."""
 
-    def __init__(self, cards: dict[str, int], dim: int) -> None:
+    def __init__(self, names: tuple[str, ...], cards: dict[str, int], dim: int) -> None:
         super().__init__()
-        self.embeddings = nn.ModuleDict({n: nn.Embedding(cards[n], dim) for n in SPARSE})
+        self.names = names
+        self.embeddings = nn.ModuleDict({n: nn.Embedding(cards[n], dim) for n in names})
         width = cards.get("content", 0)
         self.content = nn.Linear(width, dim) if width else None
-        self.n_vectors = len(SPARSE) + (1 if width else 0)
+        self.n_vectors = len(names) + (1 if width else 0)
 
     def forward(self, x: dict[str, torch.Tensor]) -> torch.Tensor:
-        v = [self.embeddings[n](x[n]) for n in SPARSE]  # F x (B, E)
+        v = [self.embeddings[n](x[n]) for n in self.names]  # F x (B, E)
         if self.content is not None:
             v.append(self.content(x["content"].float()))  # B, E
         return torch.stack(v, dim=1)  # B, F, E
@@ -114,7 +111,7 @@ class DLRM(nn.Module):
         super().__init__()
         self.cfg = cfg
         e = cfg.embedding_dim
-        self.sparse_arch = SparseArch(cards, e)
+        self.sparse_arch = SparseArch(SPARSE, cards, e)
         f = self.sparse_arch.n_vectors
         self.dense_arch = DenseArch(len(DENSE), cfg.bottom, e)
         self.interaction_arch = InteractionArch(f)

@@ -28,14 +28,12 @@ import torch
 from ray.train.torch import TorchConfig
 from torch import nn
 
-from train.dlrm import DLRM, DLRMConfig, DLRMTrain
+from train.accelerators import check_accelerator
 from train.features import MASK_KINDS, mask_devices, mask_users
+from train.registry import build, spec
 from train.scoring import to_tensors
-from train.two_tower import TwoTower, TwoTowerConfig, TwoTowerTrain
 
 log = logging.getLogger(__name__)
-
-ACCELERATORS = ("cpu", "gpu", "neuron")
 
 
 @dataclass(frozen=True)
@@ -53,13 +51,11 @@ class LoopConfig:
     use_gpu: bool = False  # deprecated alias of accelerator="gpu"
     max_failures: int = 1
     seed: int = 0
-    accelerator: str = "cpu"  # one of ACCELERATORS; "neuron" = AWS Trainium/Inferentia cores
+    accelerator: str = "cpu"  # see train/accelerators.py
     neuron_cores_per_worker: int = 1
 
     def __post_init__(self) -> None:
-        if self.accelerator not in ACCELERATORS:
-            raise ValueError(f"unknown accelerator {self.accelerator!r}; "
-                             f"choose one of {', '.join(ACCELERATORS)}")
+        check_accelerator(self.accelerator)
         if self.use_gpu and self.accelerator == "neuron":
             raise ValueError("use_gpu=True contradicts accelerator='neuron'; drop use_gpu "
                              "(a deprecated alias) and set accelerator alone")
@@ -68,21 +64,6 @@ class LoopConfig:
         if self.neuron_cores_per_worker < 1:
             raise ValueError(f"neuron_cores_per_worker must be at least 1, "
                              f"got {self.neuron_cores_per_worker}")
-
-
-def build_model(kind: str, model_cfg: dict[str, Any], cards: dict[str, int]) -> nn.Module:
-    if kind == "two_tower":
-        return TwoTower(TwoTowerConfig(**model_cfg), cards)
-    if kind == "dlrm":
-        return DLRM(DLRMConfig.from_dict(model_cfg), cards)
-    raise ValueError(f"unknown model kind {kind!r}; expected two_tower or dlrm")
-
-
-def _wrap(kind: str, model: nn.Module, log_q: list[float] | None) -> nn.Module:
-    if kind == "two_tower":
-        q = torch.tensor(log_q, dtype=torch.float32) if log_q is not None else None
-        return TwoTowerTrain(model, q)  # type: ignore[arg-type]
-    return DLRMTrain(model)  # type: ignore[arg-type]
 
 
 def worker_device(accelerator: str) -> torch.device:
@@ -97,17 +78,19 @@ def worker_device(accelerator: str) -> torch.device:
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
-    """Runs on every Ray Train worker."""
+    """Runs on every Ray Train worker. `config` holds small settings only; initial weights
+    and the task's arrays arrive as one object-store reference (`config["state"]`)."""
     loop = LoopConfig(**config["loop"])
     kind = config["kind"]
     ctx = ray.train.get_context()
     torch.manual_seed(loop.seed)
     torch.set_num_threads(max(1, int(loop.cpus_per_worker)))
     device = worker_device(loop.accelerator)
+    state_in = ray.get(config["state"])
 
-    model = build_model(kind, config["model_cfg"], config["cards"])
-    if config.get("init_state") is not None:  # fine-tuning: start from a trained version
-        model.load_state_dict(config["init_state"])
+    model = build(kind, config["model_cfg"], config["cards"])
+    if state_in["init"] is not None:  # fine-tuning: start from a trained version
+        model.load_state_dict(state_in["init"])
     for name, p in model.named_parameters():  # e.g. the item tower, so the index stays valid
         if any(name.startswith(prefix) for prefix in loop.freeze):
             p.requires_grad_(False)
@@ -116,13 +99,13 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     optimizer_state = None
     if checkpoint:  # resuming after a failure: continue from the last finished epoch
         with checkpoint.as_directory() as d:
-            state = torch.load(Path(d) / "state.pt", weights_only=False)
+            state = torch.load(Path(d) / "state.pt", weights_only=True)
         model.load_state_dict(state["model"])
         optimizer_state = state["optimizer"]
         start_epoch = state["epoch"] + 1
     # move_to_device: Ray's own choice is CUDA or CPU, which is wrong on NeuronCores.
-    train = ray.train.torch.prepare_model(_wrap(kind, model, config.get("log_q")),
-                                          move_to_device=device)
+    task = spec(kind).task(model, **{k: torch.as_tensor(v) for k, v in state_in["task"].items()})
+    train = ray.train.torch.prepare_model(task, move_to_device=device)
     optimizer = torch.optim.Adam([p for p in train.parameters() if p.requires_grad], lr=loop.lr)
     if optimizer_state:
         optimizer.load_state_dict(optimizer_state)
@@ -231,33 +214,38 @@ def scaling(loop: LoopConfig) -> tuple[ray.train.ScalingConfig, TorchConfig | No
         return (ray.train.ScalingConfig(num_workers=loop.num_workers,
                                         resources_per_worker=neuron), TorchXLAConfig())
     gpu = loop.accelerator == "gpu"
-    # Fractional CPUs, so that Ray Data keeps CPUs to feed the workers (DESIGN.md).
+    # Fractional CPUs, so that Ray Data keeps CPUs to feed the workers (docs/ARCHITECTURE.md,
+    # "Ray on two cores").
     resources = {"CPU": loop.cpus_per_worker} | ({"GPU": 1} if gpu else {})
     return (ray.train.ScalingConfig(num_workers=loop.num_workers, use_gpu=gpu,
                                     resources_per_worker=resources), None)
 
 
-def fit(kind: str, model_cfg: TwoTowerConfig | DLRMConfig, cards: dict[str, int],
-        train_ds: Any, val_ds: Any, loop: LoopConfig, storage: Path, name: str,
-        log_q: np.ndarray | None = None, init: nn.Module | None = None
+def fit(kind: str, model_cfg: Any, cards: dict[str, int], train_ds: Any, val_ds: Any,
+        loop: LoopConfig, storage: Path, name: str,
+        task_inputs: dict[str, np.ndarray] | None = None, init: nn.Module | None = None
         ) -> tuple[nn.Module, list[dict[str, Any]]]:
-    """Train `kind` on Ray Train; returns the trained model and per-epoch metrics.
+    """Train `kind` (a key of train.registry.MODELS) on Ray Train; returns the trained model
+    with the weights of its best validation epoch, and per-epoch metrics.
 
-    `log_q` (Two-Tower only): log of each catalog row's share of training clicks.
+    `task_inputs`: keyword arrays of the kind's training wrapper (Two-Tower: `log_q`, the log
+    of each catalog row's share of training clicks).
     `init`: a trained model of the same shape to start from (fine-tuning).
     """
     from ray.train import CheckpointConfig, FailureConfig, RunConfig
     from ray.train.torch import TorchTrainer
 
     progress = ray.util.queue.Queue(actor_options={"num_cpus": 0})
+    # Weights and arrays go through the object store: the trainer's config is pickled into
+    # every worker and the controller, and should stay a few settings.
+    state = ray.put({"init": None if init is None else init.state_dict(),
+                     "task": dict(task_inputs or {})})
 
     scaling_config, torch_config = scaling(loop)
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"kind": kind, "model_cfg": asdict(model_cfg), "cards": cards,
-                           "loop": asdict(loop),
-                           "log_q": None if log_q is None else [float(v) for v in log_q],
-                           "init_state": None if init is None else init.state_dict()},
+                           "loop": asdict(loop), "state": state},
         scaling_config=scaling_config,
         torch_config=torch_config,
         run_config=RunConfig(
@@ -280,8 +268,8 @@ def fit(kind: str, model_cfg: TwoTowerConfig | DLRMConfig, cards: dict[str, int]
     best = min(result.best_checkpoints or [(result.checkpoint, {"val_loss": 0.0})],
                key=lambda cm: cm[1]["val_loss"])[0]
     with best.as_directory() as d:
-        state = torch.load(Path(d) / "state.pt", weights_only=False)
-    model = build_model(kind, asdict(model_cfg), cards)
-    model.load_state_dict(state["model"])
+        best_state = torch.load(Path(d) / "state.pt", weights_only=True)
+    model = build(kind, model_cfg, cards)
+    model.load_state_dict(best_state["model"])
     model.eval()
     return model, history

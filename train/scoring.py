@@ -1,4 +1,5 @@
-"""Batch scoring with trained models: the one path used by evaluation and serving."""
+"""Batch scoring with trained models: the one path used by evaluation and serving. Each
+function hands a model exactly the columns its registry entry says it reads."""
 
 from __future__ import annotations
 
@@ -6,8 +7,9 @@ import numpy as np
 import torch
 
 from train.dlrm import DLRM
-from train.features import DENSE, ITEM_SPARSE, USER_SPARSE, VECTORS
-from train.two_tower import TwoTower
+from train.features import DENSE, VECTORS
+from train.registry import MODELS
+from train.two_tower import ITEM_INPUTS, USER_INPUTS, TwoTower
 
 
 def to_tensors(cols: dict[str, np.ndarray], device: torch.device | None = None
@@ -26,22 +28,23 @@ def to_tensors(cols: dict[str, np.ndarray], device: torch.device | None = None
     return {k: t.to(device) for k, t in out.items()} if device is not None else out
 
 
+def _pick(cols: dict[str, np.ndarray], names: tuple[str, ...]) -> dict[str, np.ndarray]:
+    return {k: cols[k] for k in names if k in cols}
+
+
 @torch.no_grad()
 def item_vectors(model: TwoTower, item_rows: dict[str, np.ndarray]) -> np.ndarray:
     """(I, D) item-tower vectors for every catalog row (or any rows of item features)."""
-    return model.item_embedding(to_tensors({k: item_rows[k] for k in (*ITEM_SPARSE, "content")
-                                            if k in item_rows})).numpy()
+    return model.item_embedding(to_tensors(_pick(item_rows, ITEM_INPUTS))).numpy()
 
 
 @torch.no_grad()
 def user_vectors(model: TwoTower, user_cols: dict[str, np.ndarray]) -> np.ndarray:
     """(B, D) query-tower vectors."""
-    return model.user_embedding(to_tensors({k: user_cols[k] for k in (*USER_SPARSE, "history")
-                                            if k in user_cols})).numpy()
+    return model.user_embedding(to_tensors(_pick(user_cols, USER_INPUTS))).numpy()
 
 
 @torch.no_grad()
 def click_probability(model: DLRM, rows: dict[str, np.ndarray]) -> np.ndarray:
     """(B,) DLRM click probabilities; `rows` holds user, item and context columns."""
-    x = to_tensors({k: v for k, v in rows.items() if k not in ("user_pos", "history")})
-    return torch.sigmoid(model(x)).numpy()
+    return torch.sigmoid(model(to_tensors(_pick(rows, MODELS["dlrm"].inputs)))).numpy()

@@ -32,6 +32,11 @@ from torch import nn
 
 from train.features import ITEM_SPARSE, USER_SPARSE
 
+USER_INPUTS = (*USER_SPARSE, "history")  # what the query tower reads
+ITEM_INPUTS = (*ITEM_SPARSE, "content")  # what the item tower reads
+# Training also needs each row's catalog row (for logQ and duplicate positives) and label.
+TRAIN_COLUMNS = (*USER_INPUTS, *ITEM_INPUTS, "item_row", "label")
+
 
 @dataclass(frozen=True)
 class TwoTowerConfig:
@@ -108,7 +113,7 @@ class TwoTowerTrain(nn.Module):
     def __init__(self, model: TwoTower, log_q: torch.Tensor | None = None) -> None:
         super().__init__()
         self.model = model
-        self.register_buffer("log_q", log_q if log_q is not None else torch.zeros(0),
+        self.register_buffer("log_q", log_q.float() if log_q is not None else torch.zeros(0),
                              persistent=False)
 
     def forward(self, x: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -1,0 +1,147 @@
+"""The data folder every flow reads and writes, and where things go by default.
+
+    <data>/items.parquet        the catalog           (columns: train/schema.py ITEMS)
+    <data>/users.parquet        user attributes       (USERS)
+    <data>/interactions/day=NN/ impressions with labels, one folder a day (INTERACTIONS)
+    <data>/truth/               the generator's world (synthetic data only)
+    <data>/reviews.parquet      review texts (loaded data that has them)
+    <data>/load_report.json     what `warmstart load` read and skipped
+
+Readers check each file against its schema and name the file and the column that does not
+match. Days 0-8 train, 9-11 validate, 12-13 test (`Split`), over `N_DAYS` daily partitions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
+
+from train import schema
+
+# Default locations, relative to where a flow runs.
+DATA = Path("data")
+ARTIFACTS = Path("artifacts")
+RUNS = Path("runs")
+DEMO = Path("warmstart-demo")  # `warmstart demo`'s data and artifacts
+
+N_DAYS = 14  # daily partitions a dataset is cut into
+ITEMS = "items.parquet"
+USERS = "users.parquet"
+INTERACTIONS = "interactions"
+TRUTH = "truth"
+REVIEWS = "reviews.parquet"
+LOAD_REPORT = "load_report.json"
+DATASET_OUTPUTS = (ITEMS, USERS, INTERACTIONS, TRUTH)
+INTERACTION_COLUMNS = tuple(schema.INTERACTIONS.names)
+
+
+@dataclass(frozen=True)
+class Split:
+    """Which days train, validate and test. Days are the `day=NN` partitions."""
+
+    train: tuple[int, ...] = tuple(range(0, 9))
+    val: tuple[int, ...] = (9, 10, 11)
+    test: tuple[int, ...] = (12, 13)
+
+
+def _require(path: Path, what: str) -> Path:
+    if not path.exists():
+        raise FileNotFoundError(f"{what} not found at {path}; run `warmstart generate --out "
+                                f"{path.parent}` or point --data at a folder that has it")
+    return path
+
+
+def _checked(path: Path, expected: Any, table: str) -> Path:
+    schema.check(pq.read_schema(path), expected, path, table)
+    return path
+
+
+def read_items(data: Path) -> pd.DataFrame:
+    path = _checked(_require(data / ITEMS, "item table"), schema.ITEMS, "items")
+    items = pd.read_parquet(path)
+    items["item_id"] = items["item_id"].astype(str)
+    if items["item_id"].duplicated().any():
+        dup = items.loc[items["item_id"].duplicated(), "item_id"].iloc[0]
+        raise ValueError(f"{path}: item_id {dup!r} appears more than once")
+    return items
+
+
+def read_users(data: Path) -> pd.DataFrame:
+    """The user table indexed by user_id."""
+    path = _checked(_require(data / USERS, "user table"), schema.USERS, "users")
+    users = pd.read_parquet(path)
+    users["user_id"] = users["user_id"].astype(str)
+    return users.set_index("user_id")
+
+
+def read_reviews(data: Path) -> pd.DataFrame | None:
+    """The review texts a loaded dataset came with (user_id, item_id, ts in seconds, summary,
+    text), for text features of users and items; None when its source had none."""
+    path = data / REVIEWS
+    if not path.exists():
+        return None
+    reviews = pd.read_parquet(path)
+    for col in ("user_id", "item_id"):
+        reviews[col] = reviews[col].astype(str)
+    return reviews
+
+
+def check_out(out: Path, overwrite: bool, extra: tuple[str, ...] = ()) -> None:
+    """Refuse to write over an existing dataset (the layout's files and `extra`) unless asked
+    to: nothing is lost silently."""
+    present = [name for name in DATASET_OUTPUTS + extra if (out / name).exists()]
+    if present and not overwrite:
+        raise ValueError(f"{out} already holds {', '.join(present)}; pass --overwrite to "
+                         "replace that dataset, or choose another --out")
+
+
+def available_days(data: Path) -> list[int]:
+    root = _require(data / INTERACTIONS, "interactions folder")
+    return sorted(int(p.name.split("=")[1]) for p in root.glob("day=*"))
+
+
+def data_files(data: Path, days: tuple[int, ...]) -> list[Path]:
+    """The parquet files holding the given days, each checked against the schema."""
+    if missing := sorted(set(days) - set(available_days(data))):
+        raise ValueError(f"{data / INTERACTIONS} has no day(s) {missing}; "
+                         f"available: {available_days(data)}")
+    files = [f for d in days
+             for f in sorted((data / INTERACTIONS / f"day={d:02d}").glob("*.parquet"))]
+    for f in files:
+        _checked(f, schema.INTERACTIONS, "interactions")
+    return files
+
+
+def count_rows(data: Path, days: tuple[int, ...]) -> int:
+    """Rows in the given days, from parquet metadata (no data is read)."""
+    return sum(pq.ParquetFile(f).metadata.num_rows for f in data_files(data, days))
+
+
+def read_interactions(data: Path, days: tuple[int, ...],
+                      columns: tuple[str, ...] = INTERACTION_COLUMNS) -> pd.DataFrame:
+    """Interactions of the given days as pandas (for fitting and evaluation)."""
+    ds = pads.dataset([str(f) for f in data_files(data, days)], format="parquet")
+    table = ds.to_table(columns=[c for c in columns if c != "day"])
+    df = table.to_pandas()
+    for col in ("user_id", "item_id", "device"):
+        if col in df:
+            df[col] = df[col].astype(str)
+    return df
+
+
+def ray_interactions(data: Path, days: tuple[int, ...]) -> Any:
+    """Interactions of the given days as a streaming Ray Dataset."""
+    import ray.data
+    from ray.data.datasource.partitioning import PathPartitionFilter
+
+    data_files(data, days)  # the days exist and their files follow the schema
+    wanted = set(days)
+    root = str((data / INTERACTIONS).resolve())
+    flt = PathPartitionFilter.of(lambda p: int(p["day"]) in wanted, base_dir=root)
+    ds = ray.data.read_parquet(root, partition_filter=flt)
+    return ds.select_columns(list(INTERACTION_COLUMNS))

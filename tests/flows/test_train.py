@@ -1,0 +1,39 @@
+"""`warmstart train`: a rerun reuses every finished step and a change reruns only what
+depends on it; large data gets fewer epochs and larger batches."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from flows.train import TrainConfig, for_data_size, train
+
+
+@pytest.mark.ray
+def test_train_rerun_reuses_every_step_and_a_ranker_change_reruns_three(
+        tiny_data: Path, tiny_artifacts: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = TrainConfig(data=tiny_data, artifacts=tiny_artifacts.parent)
+    cfg = replace(cfg, two_tower_loop=replace(cfg.two_tower_loop, epochs=3),
+                  dlrm_loop=replace(cfg.dlrm_loop, epochs=2))  # as the fixture trained
+    assert train(cfg) == tiny_artifacts
+    assert "ran 0 steps, reused 8" in capsys.readouterr().out
+    changed = replace(cfg, dlrm_loop=replace(cfg.dlrm_loop, epochs=1))
+    folder = train(changed)
+    assert folder != tiny_artifacts
+    ran = json.loads((folder / "manifest.json").read_text())["metrics"]["steps"]["ran"]
+    assert ran == ["train_ranker", "evaluate"]  # recorded by publish, the third, as it runs
+    (tiny_artifacts.parent / "LATEST").write_text(tiny_artifacts.name)  # leave it as found
+
+
+def test_large_training_data_gets_fewer_epochs_and_larger_batches() -> None:
+    cfg = TrainConfig()
+    assert for_data_size(cfg, 1_000_000) == cfg  # small: as configured
+    big = for_data_size(cfg, 8_400_000)
+    assert (big.two_tower_loop.epochs, big.dlrm_loop.epochs) == cfg.large_epochs
+    assert big.two_tower_loop.batch_size == big.dlrm_loop.batch_size == cfg.large_batch_size
+    assert big.two_tower_loop.lr == cfg.two_tower_loop.lr
+    off = replace(cfg, large_rows=None)
+    assert for_data_size(off, 8_400_000) == off

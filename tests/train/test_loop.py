@@ -1,0 +1,219 @@
+"""Ray Train resumes from the last checkpoint after a worker dies; accelerators map to the
+Ray resources that schedule the workers."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import sys
+import threading
+import time
+import types
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from ray.train.torch.xla import TorchXLAConfig
+
+from train.loop import LoopConfig, scaling, worker_device
+
+
+def test_cpu_workers_ask_for_fractional_cpus_only() -> None:
+    workers, torch_config = scaling(LoopConfig(num_workers=3, cpus_per_worker=0.5))
+    assert (workers.num_workers, workers.use_gpu) == (3, False)
+    assert workers.resources_per_worker == {"CPU": 0.5}
+    assert torch_config is None  # Ray's default TorchConfig: gloo
+
+
+def test_gpu_workers_ask_for_one_gpu_each() -> None:
+    workers, torch_config = scaling(LoopConfig(accelerator="gpu", cpus_per_worker=0.5))
+    assert workers.use_gpu
+    assert workers.resources_per_worker == {"CPU": 0.5, "GPU": 1}
+    assert torch_config is None  # Ray's default TorchConfig: NCCL on GPU
+
+
+def test_use_gpu_still_means_gpu() -> None:
+    # use_gpu is kept as an alias, for callers written before `accelerator`.
+    loop = LoopConfig(use_gpu=True)
+    assert loop.accelerator == "gpu"
+    assert scaling(loop)[0].resources_per_worker == {"CPU": 0.5, "GPU": 1}
+
+
+def test_neuron_workers_ask_for_neuron_cores_over_xla() -> None:
+    workers, torch_config = scaling(LoopConfig(accelerator="neuron", neuron_cores_per_worker=2))
+    assert not workers.use_gpu
+    assert workers.resources_per_worker == {"neuron_cores": 2}
+    assert isinstance(torch_config, TorchXLAConfig)
+
+
+def test_unknown_accelerator_names_the_allowed_ones() -> None:
+    with pytest.raises(ValueError, match="'tpu'; choose one of cpu, gpu, neuron"):
+        LoopConfig(accelerator="tpu")
+    with pytest.raises(ValueError, match="drop use_gpu"):
+        LoopConfig(use_gpu=True, accelerator="neuron")
+    with pytest.raises(ValueError, match="neuron_cores_per_worker"):
+        LoopConfig(accelerator="neuron", neuron_cores_per_worker=0)
+
+
+def test_neuron_workers_train_on_the_xla_device(monkeypatch: pytest.MonkeyPatch) -> None:
+    # torch_xla exists on Neuron hosts only: stand in for it, as the loop must ask it.
+    xla = torch.device("meta")  # any device but the "cpu" that Ray would answer
+    for name in ("torch_xla", "torch_xla.core", "torch_xla.core.xla_model"):
+        monkeypatch.setitem(sys.modules, name, types.ModuleType(name))
+    monkeypatch.setattr(sys.modules["torch_xla.core.xla_model"], "xla_device", lambda: xla,
+                        raising=False)
+    assert worker_device("neuron") == xla
+
+
+class WorkerKiller(threading.Thread):
+    """SIGKILLs one Ray Train worker process once the controller has registered a checkpoint.
+
+    It waits for `checkpoint_manager_snapshot.json`, which the controller writes when it
+    registers a checkpoint, and not for a `checkpoint_*` folder: rank 0 writes that folder
+    when it reports, but the controller only takes the report at its next poll of the workers
+    (every 2 s). A worker killed in between takes the report with it, and Ray restarts from
+    the checkpoint before, or from scratch (start_epoch 0: no resume to see).
+    """
+
+    def __init__(self, run_dir: Path, timeout_s: float = 240.0) -> None:
+        super().__init__(daemon=True)
+        self.snapshot = run_dir / "checkpoint_manager_snapshot.json"
+        self.timeout_s = timeout_s
+        self.stop = threading.Event()
+        self.killed_pid: int | None = None
+        self.epoch_at_kill: int | None = None  # the newest checkpointed epoch at the kill
+        self.error: str | None = None
+
+    def run(self) -> None:
+        try:
+            self._wait_and_kill()
+        except Exception as e:  # surfaces in the test's assertion, not as a thread warning
+            self.error = repr(e)
+
+    def _wait_and_kill(self) -> None:
+        import ray
+        from ray.util.state import list_actors
+
+        deadline = time.monotonic() + self.timeout_s
+        while (epoch := self._registered_epoch()) is None:
+            if self.stop.wait(0.05) or time.monotonic() > deadline:
+                self.error = f"no checkpoint registered in {self.snapshot.parent}"
+                return
+        # Ask this test's Ray by its address, never `ps` or the default address: other people's
+        # Ray clusters run on this machine too, and with two of them `list_actors()` refuses
+        # ("Found multiple active Ray instances").
+        workers = list_actors(address=ray.get_runtime_context().gcs_address,
+                              filters=[("class_name", "=", "RayTrainWorker"),
+                                       ("state", "=", "ALIVE")])
+        if not workers:
+            self.error = "no live RayTrainWorker actor (training already finished?)"
+            return
+        pid = min(w.pid for w in workers)  # any one: the controller restarts the whole group
+        os.kill(pid, signal.SIGKILL)
+        self.killed_pid, self.epoch_at_kill = pid, epoch
+
+    def _registered_epoch(self) -> int | None:
+        try:  # the controller may be halfway through writing it
+            snapshot = json.loads(self.snapshot.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None
+        return int(snapshot["latest_checkpoint_result"]["metrics"]["epoch"])
+
+
+@pytest.mark.ray
+@pytest.mark.slow  # ~1-2 min here: two worker-group starts dominate, not the 4 epochs
+def test_training_resumes_from_the_last_checkpoint_after_a_worker_is_killed(
+        ray_session: None, tiny_data: Path, tmp_path: Path) -> None:
+    from flows.layout import read_items, read_users
+    from flows.train import TrainConfig, featurized, fit_features
+    from train.dlrm import DLRMConfig
+    from train.loop import fit
+    from train.registry import MODELS
+
+    cfg = TrainConfig(data=tiny_data, text_encoder=None)  # no content: no encoder to load
+    items, users, split = read_items(tiny_data), read_users(tiny_data), cfg.split
+    fitted = fit_features(tiny_data, split.train, users, items, None, cfg)
+
+    def days(which: tuple[int, ...]) -> Any:
+        return featurized(tiny_data, which, fitted.features, fitted.table, items, None,
+                          False, MODELS["dlrm"].columns, cfg.cache_max_rows)
+
+    train_ds, val_ds = days(split.train), days(split.val)
+    # 4 epochs: the kill lands after epoch 0 is registered (up to one 2 s poll after it is
+    # reported) while 2-3 epochs of ~2 s each are still to run.
+    loop = LoopConfig(epochs=4, batch_size=256, max_failures=1)
+    killer = WorkerKiller(tmp_path / "runs" / "resume")
+    killer.start()
+    try:
+        _, history = fit("dlrm", DLRMConfig(), fitted.features.cardinalities, train_ds, val_ds,
+                         loop, tmp_path / "runs", "resume")
+    finally:
+        killer.stop.set()
+        killer.join(timeout=30)
+
+    assert killer.killed_pid is not None, killer.error
+    assert killer.epoch_at_kill is not None
+    epochs = [int(h["epoch"]) for h in history]
+    starts = [int(h["start_epoch"]) for h in history]
+    # Every epoch reported exactly once, in order: none retrained, none skipped.
+    assert epochs == list(range(loop.epochs)), starts
+    assert any(s > 0 for s in starts), f"no report came from a resumed attempt: {history}"
+    resumed = next(i for i, s in enumerate(starts) if s > 0)
+    # The first attempt ran from scratch; the second started right after the last checkpoint
+    # (epoch `resumed - 1`), which was at least the one registered when the worker died.
+    assert starts[:resumed] == [0] * resumed
+    assert starts[resumed:] == [resumed] * (loop.epochs - resumed)
+    assert resumed > killer.epoch_at_kill
+    # The optimizer state came back with the weights (both are in state.pt): Adam counted
+    # every batch of every epoch, the killed attempt's included.
+    run_dir = tmp_path / "runs" / "resume"
+    snapshot = json.loads((run_dir / "checkpoint_manager_snapshot.json").read_text())
+    last = run_dir / snapshot["latest_checkpoint_result"]["checkpoint_dir_name"] / "state.pt"
+    adam = torch.load(last, weights_only=True)["optimizer"]["state"]
+    assert max(int(s["step"]) for s in adam.values()) == sum(
+        math.ceil(h["train_rows"] / loop.batch_size) for h in history)
+
+
+@pytest.mark.ray
+def test_initial_weights_and_log_q_reach_the_workers_through_the_object_store(
+        ray_session: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The trainer's config is pickled into the controller and every worker: it carries
+    settings and one object-store reference, never a state dict or a catalog-sized array."""
+    import pickle
+
+    import numpy as np
+    import ray
+    import ray.train.torch
+
+    from tests.contracts import CARDS
+    from train.loop import fit
+    from train.two_tower import TwoTower, TwoTowerConfig
+
+    seen: dict[str, Any] = {}
+
+    class Stop(Exception):
+        pass
+
+    class RecordingTrainer:
+        def __init__(self, fn: Any, train_loop_config: dict[str, Any], **kwargs: Any) -> None:
+            seen["config"] = train_loop_config
+
+        def fit(self) -> None:
+            raise Stop
+
+    monkeypatch.setattr(ray.train.torch, "TorchTrainer", RecordingTrainer)
+    init = TwoTower(TwoTowerConfig(), CARDS)
+    log_q = np.log(np.full(50_000, 1 / 50_000))
+    with pytest.raises(Stop):
+        fit("two_tower", init.cfg, CARDS, None, None, LoopConfig(), tmp_path, "x",
+            {"log_q": log_q}, init=init)
+    config = seen["config"]
+    assert isinstance(config["state"], ray.ObjectRef)
+    assert len(pickle.dumps({k: v for k, v in config.items() if k != "state"})) < 5_000
+    state = ray.get(config["state"])
+    np.testing.assert_array_equal(state["task"]["log_q"], log_q)
+    for name, w in init.state_dict().items():
+        torch.testing.assert_close(state["init"][name], w)

@@ -1,0 +1,92 @@
+"""The Two-Tower model: the model contract, unit-length towers, the in-batch loss worked out
+by hand, the learned temperature, and the item tower's use of content."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from tests.contracts import CARDS, ModelContract, pair_batch, random_batch
+from train.features import ITEM_SPARSE
+from train.two_tower import TwoTower, TwoTowerConfig, TwoTowerTrain
+
+
+class TestTwoTower(ModelContract):
+    kind = "two_tower"
+
+    def known_answer_batch(self, users: torch.Tensor) -> dict[str, torch.Tensor]:
+        # In-batch softmax needs positives only: each user with its own item.
+        return pair_batch(users, users)
+
+
+def test_towers_give_unit_vectors_of_the_configured_width() -> None:
+    model = TwoTower(TwoTowerConfig(out_dim=16), CARDS)
+    x = random_batch(6)
+    u, v = model.user_embedding(x), model.item_embedding(x)
+    assert u.shape == v.shape == (6, 16)
+    torch.testing.assert_close(u.norm(dim=1), torch.ones(6))
+
+
+def test_in_batch_loss_ignores_duplicate_positives() -> None:
+    torch.manual_seed(0)
+    model = TwoTower(TwoTowerConfig(), CARDS)
+    x = random_batch(4)
+    x["item"] = torch.tensor([1, 1, 1, 1])  # every row has the same item ...
+    x["item_row"] = x["item"]
+    for n in ITEM_SPARSE:
+        x[n] = torch.ones(4, dtype=torch.long)
+    # ... so no row has a negative: softmax over one logit, loss exactly 0.
+    assert TwoTowerTrain(model)(x).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_in_batch_loss_matches_hand_computed_cross_entropy() -> None:
+    torch.manual_seed(0)
+    model = TwoTower(TwoTowerConfig(temperature=0.5, learn_temperature=False), CARDS)
+    x = random_batch(3)
+    x["item_row"] = torch.tensor([0, 1, 2])
+    u, v = model.user_embedding(x), model.item_embedding(x)
+    logits = (u @ v.T / 0.5).detach().numpy()
+    expected = np.mean([np.log(np.exp(logits[i]).sum()) - logits[i, i] for i in range(3)])
+    assert TwoTowerTrain(model)(x).item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_log_q_correction_lowers_popular_items_logits() -> None:
+    """With log q = [0, log 0.5, log 0.25] the loss is the cross-entropy of logits minus
+    log q: worked out here from the same towers."""
+    torch.manual_seed(0)
+    model = TwoTower(TwoTowerConfig(temperature=0.5, learn_temperature=False), CARDS)
+    x = random_batch(3)
+    x["item_row"] = torch.tensor([0, 1, 2])
+    log_q = torch.log(torch.tensor([1.0, 0.5, 0.25], dtype=torch.float64))  # float64 on purpose
+    u, v = model.user_embedding(x), model.item_embedding(x)
+    logits = (u @ v.T / 0.5 - log_q.float()[None, :]).detach().numpy()
+    expected = np.mean([np.log(np.exp(logits[i]).sum()) - logits[i, i] for i in range(3)])
+    loss = TwoTowerTrain(model, log_q)(x)
+    assert loss.dtype == torch.float32 and loss.item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_temperature_is_learned_unless_configured_fixed() -> None:
+    torch.manual_seed(0)
+    for learn in (True, False):
+        model = TwoTower(TwoTowerConfig(temperature=0.2, learn_temperature=learn), CARDS)
+        opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.5)
+        for step in range(5):
+            loss = TwoTowerTrain(model)(random_batch(16, seed=step))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        moved = abs(model.temperature.item() - 0.2) > 1e-4
+        assert moved is learn
+
+
+def test_item_tower_reads_the_content_vector() -> None:
+    """A brand-new item differs from another only by its content: the tower must see it."""
+    torch.manual_seed(0)
+    model = TwoTower(TwoTowerConfig(), CARDS)
+    x = random_batch(2)
+    for n in ITEM_SPARSE:
+        x[n] = torch.zeros(2, dtype=torch.long)  # both items all-OOV
+    assert not torch.allclose(model.item_embedding(x)[0], model.item_embedding(x)[1])
+    x["content"] = x["content"][[0, 0]]
+    torch.testing.assert_close(model.item_embedding(x)[0], model.item_embedding(x)[1])
