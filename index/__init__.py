@@ -1,1 +1,1 @@
-"""index"""
+"""Vector search over item vectors with FAISS. Imports no other package of the project."""

@@ -99,6 +99,21 @@ class Records:
         self.bad_reason[new] = reasons[new] if isinstance(reasons, np.ndarray) else reasons
         self.bad |= new
 
+    def mark_rows(self, found: list[tuple[int, str, str]]) -> None:
+        """(row, column, reason) of rows found bad while the file was read."""
+        if not found:
+            return
+        rows = np.array([row for row, _, _ in found], dtype=np.int64)
+        mask = np.zeros(len(self), bool)
+        mask[rows] = True
+        reasons = np.full(len(self), None, dtype=object)
+        columns = np.full(len(self), "", dtype=object)
+        reasons[rows] = [reason for _, _, reason in found]
+        columns[rows] = [column for _, column, _ in found]
+        new = mask & ~self.bad
+        self.bad_column[new], self.bad_reason[new] = columns[new], reasons[new]
+        self.bad |= new
+
     def parse(self, column: str, parser: Parser) -> np.ndarray:
         """(N,) parsed values of a source column; rows that fail are marked."""
         p: Parsed = parser(self.columns[column], column)
@@ -152,10 +167,7 @@ def records(path: Path, rows: Iterable[tuple[int, list[str]]], positions: dict[s
             cols[column].append(parts[k] if k < len(parts) else "")
     out = Records(path, np.array(lines, dtype=np.int64),
                   {c: pa.array(v, pa.string()) for c, v in cols.items()})
-    for n, column, reason in early:
-        mask = np.zeros(len(lines), bool)
-        mask[n] = True
-        out.mark(mask, column, reason)
+    out.mark_rows(early)
     return out
 
 
@@ -197,10 +209,7 @@ def json_list(path: Path, columns: list[str], what: str) -> Records:
             cols[c].append(text_of(entry.get(c)))
     out = Records(path, np.arange(1, len(entries) + 1, dtype=np.int64),
                   {c: pa.array(v, pa.string()) for c, v in cols.items()})
-    for n, kind in not_objects:
-        mask = np.zeros(len(entries), bool)
-        mask[n] = True
-        out.mark(mask, columns[0], f"a {kind}, not an object")
+    out.mark_rows([(n, columns[0], f"a {kind}, not an object") for n, kind in not_objects])
     return out
 
 

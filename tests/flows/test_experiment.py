@@ -1,5 +1,5 @@
-"""The experiment: its pieces without Ray (grid files, merging, exclusion, metrics by hand),
-and one run on tiny data with MiniLM and a tiny T5 that writes every chart."""
+"""The experiment package: its pieces without Ray (grid files, merging, exclusion, metrics by
+hand), and one run on tiny data with MiniLM and a tiny T5 that writes every chart."""
 
 from __future__ import annotations
 
@@ -9,17 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from flows.experiment import (
-    CHARTS,
-    ExperimentConfig,
-    NamedEncoder,
-    NamedLLM,
-    experiment,
-    interleave,
-    load_grid,
-    quality,
-    top_excluding,
-)
+from flows.experiment import experiment
+from flows.experiment.config import ExperimentConfig, NamedEncoder, NamedLLM, load_grid
+from flows.experiment.methods import interleave, quality, top_excluding
+from flows.experiment.report import CHARTS
 from index.faiss_index import build_index
 from interests.backends import LLMConfig
 from tests.helpers import REPO

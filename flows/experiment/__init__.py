@@ -1,0 +1,181 @@
+"""`warmstart experiment`: LLM x encoder pairs compared on users with one known interaction.
+
+For each user whose training days hold exactly one click and whose later days (validation
+and test) hold at least one, four ways to fill a top-10 are scored against those later
+clicks (the ground truth), beside the oracle where the generator's truth exists. (Datasets
+without such users, like MovieLens-100K, use the `first` cohort: every user reduced to their
+first click; see `cohort`.)
+
+    (a) popularity        training-day click counts
+    (b) item neighbours   nearest catalog items to the one known item (the encoder alone)
+    (c) LLM interests     nearest items to the user's interest vector (interests/stages.py)
+    (d) (b) + (c)         interleaved, duplicates removed
+
+Per pair it also reports the spread of (c) (mean cosine distance of the top-10 neighbours:
+higher is broader), top-5 overlap between pairs, the distinct-output rate (a collapsed model
+gives everyone the same topics), the JSON-valid rate before grounding, topic survival, p50/p99
+latency per profile and throughput, and cost per 1,000 profiles from `prices` (USD per hour
+of the hardware each LLM runs on). The LLM's outputs do not depend on the encoder, so each
+LLM generates once and each encoder grounds and embeds its outputs.
+
+Writes `<out>/report.html` with PNG charts and `<out>/results.json`. The package: config.py
+(the grid), cohort.py (the users and their truth), methods.py (the top-k fillers, metrics,
+latency), report.py (charts and HTML); this module runs them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from flows.experiment.cohort import cohort
+from flows.experiment.config import COHORTS, ExperimentConfig, load_grid
+from flows.experiment.methods import interleave, latency_sweep, quality, top_excluding
+from flows.experiment.report import report_html, write_charts
+from flows.layout import read_items
+from index.faiss_index import build_index
+from interests.grounding import catalog_vocabulary
+from interests.profiles import history
+from interests.prompts import build_messages
+from interests.stages import run_generate, run_ground, summarize
+from train.encoders import embed_texts, item_texts, load_encoder
+
+log = logging.getLogger(__name__)
+
+
+def experiment(cfg: ExperimentConfig) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    c = cohort(cfg)
+    k = cfg.k
+    vocabulary = catalog_vocabulary(c.items, cfg.grounding)
+    pop_rank = np.argsort(-c.popularity, kind="stable")
+    popular = np.stack([pop_rank[pop_rank != i][:k] for i in c.known_item])  # U, k
+    baseline = {"popularity": quality(popular, c.relevant, k)}
+    oracle = quality(c.oracle_top, c.relevant, k) if c.oracle_top is not None else None
+    log.warning("experiment on %d users of %s", len(c.users), c.dataset)
+
+    generated, llm_runs, latency = {}, {}, []
+    prompts = [build_messages(history(r)) for _, r in c.profiles.iterrows()
+               if r["n_history"] > 0][:cfg.latency_prompts]
+    for m in cfg.llms:
+        t1 = time.perf_counter()
+        generated[m.name] = run_generate(c.profiles, m.llm, use_ray=cfg.use_ray)
+        llm_runs[m.name] = {"wall_s": time.perf_counter() - t1, "label": m.llm.label,
+                            "hardware": m.hardware}
+        latency += latency_sweep(m, prompts, cfg.batch_sizes)
+
+    texts = item_texts(c.items)
+    pairs: dict[str, dict[str, Any]] = {}
+    tops: dict[str, np.ndarray] = {}
+    for e in cfg.encoders:
+        vectors = (embed_texts(texts, e.encoder) if cfg.use_ray
+                   else load_encoder(e.encoder).encode(texts))  # I, D
+        index = build_index(vectors)
+        neighbours, _ = top_excluding(index, vectors[c.known_item], c.known_item, k)
+        for m in cfg.llms:
+            name = f"{m.name} x {e.name}"
+            res = run_ground(generated[m.name], e.encoder, vocabulary, cfg.grounding,
+                             cfg.use_ray)
+            s = summarize(res)
+            # Every cohort user has one known item, so every user has a vector (expanded
+            # or fallen back to that item's text).
+            q = np.stack([np.asarray(v, np.float32) for v in res["vector"]])  # U, D
+            interests, sims = top_excluding(index, q, c.known_item, k)
+            merged = interleave(neighbours, interests, k)
+            tops[name] = interests
+            topic_sets = {tuple(sorted(t)) for t in res.loc[res["n_history"] > 0, "topics"]}
+            gen_s = s["generate_s"]
+            # GPU prices are per device: a model sharded over tp GPUs pays for all of them.
+            price = cfg.prices[m.hardware] * (m.llm.tp if m.llm.accelerator == "gpu" else 1)
+            pairs[name] = {
+                "llm": m.name, "encoder": e.name, "hardware": m.hardware,
+                "quality": {"item_neighbours": quality(neighbours, c.relevant, k),
+                            "llm_interests": quality(interests, c.relevant, k),
+                            "merged": quality(merged, c.relevant, k)},
+                "spread": float(np.mean(1.0 - sims)),
+                "distinct_output_rate": len(topic_sets) / max(s["prompted"], 1),
+                "json_valid_rate": s["json_valid_rate"],
+                "topic_survival": s["topic_survival"],
+                "status": s["status"], "drops": s["drops"],
+                "latency_p50_s": s["latency_p50_s"], "latency_p99_s": s["latency_p99_s"],
+                "profiles_per_s": s["profiles_per_s"],
+                "cost_per_1k_usd": price * (1000 / s["profiles_per_s"]) / 3600
+                if gen_s > 0 else float("nan"),
+                "examples": res.loc[res["n_history"] > 0, ["user_id", "titles", "topics",
+                                                          "kept"]].head(5).to_dict("records"),
+            }
+    names = list(pairs)
+    overlap = np.array([[float(np.mean([len(set(tops[a][u, :cfg.overlap_k])
+                                            & set(tops[b][u, :cfg.overlap_k])) / cfg.overlap_k
+                                        for u in range(len(c.users))])) for b in names]
+                        for a in names])
+    results = {
+        "dataset": c.dataset, "data": str(cfg.data), "users": len(c.users), "k": k,
+        "cohort": c.mode,
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "baseline": baseline, "oracle": oracle, "pairs": pairs, "llm_runs": llm_runs,
+        "overlap": {"pairs": names, "matrix": overlap.tolist()}, "latency": latency,
+        "prices": cfg.prices, "wall_s": time.perf_counter() - t0,
+    }
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    (cfg.out / "results.json").write_text(json.dumps(_jsonable(results), indent=1))
+    charts = write_charts(results, cfg.out)
+    (cfg.out / "report.html").write_text(report_html(results, charts))
+    return results
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    if isinstance(x, np.generic):
+        return x.item()
+    return x
+
+
+# --- Command line -------------------------------------------------------------------------
+
+def add_args(p: argparse.ArgumentParser) -> None:
+    d = ExperimentConfig()
+    p.add_argument("--data", type=Path, default=d.data)
+    p.add_argument("--out", type=Path, default=d.out)
+    p.add_argument("--grid", type=Path, help="YAML grid of llms, encoders and prices; "
+                   "default: SmolLM2 x MiniLM")
+    p.add_argument("--max-users", type=int, default=d.max_users)
+    p.add_argument("--cohort", choices=COHORTS, default=d.cohort,
+                   help="single: users with exactly one training click; first: users reduced "
+                        f"to their first click; auto: single when {d.min_users} users qualify")
+
+
+def config(args: argparse.Namespace) -> ExperimentConfig:
+    over = {"data": args.data, "out": args.out, "max_users": args.max_users,
+            "cohort": args.cohort}
+    return load_grid(args.grid, **over) if args.grid else ExperimentConfig(**over)
+
+
+def run(args: argparse.Namespace) -> None:
+    from flows.runtime import start_ray
+
+    cfg = config(args)
+    read_items(cfg.data)  # a missing dataset fails before Ray starts
+    with start_ray():
+        r = experiment(cfg)
+    print(f"{r['users']} users ({r['cohort']} cohort) of {r['dataset']}: popularity "
+          f"recall@{r['k']} {r['baseline']['popularity']['recall']:.3f}"
+          + (f", oracle {r['oracle']['recall']:.3f}" if r["oracle"] else ""))
+    for n, p in r["pairs"].items():
+        q = p["quality"]
+        print(f"  {n}: neighbours {q['item_neighbours']['recall']:.3f}, LLM "
+              f"{q['llm_interests']['recall']:.3f}, merged {q['merged']['recall']:.3f}; "
+              f"JSON valid {p['json_valid_rate']:.0%}, {p['profiles_per_s']:.2f} profiles/s")
+    print(f"report: {cfg.out / 'report.html'}")

@@ -1,0 +1,3 @@
+from flows.cli import run_module
+
+run_module("experiment")

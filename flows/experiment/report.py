@@ -1,0 +1,147 @@
+"""The experiment's report: five PNG charts and an HTML page that embeds them."""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from flows.experiment.config import METHODS
+
+CHARTS = ("quality.png", "spread.png", "overlap.png", "latency.png", "cost.png")
+
+
+def write_charts(r: dict[str, Any], out: Path) -> list[str]:
+    """The five PNG charts (plus latency vs tensor_parallel_size when swept); file names."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(r["pairs"])
+    written = []
+
+    def save(fig: Any, name: str) -> None:
+        fig.tight_layout()
+        fig.savefig(out / name, dpi=110)
+        plt.close(fig)
+        written.append(name)
+
+    fig, ax = plt.subplots(figsize=(max(6, 2 + 1.6 * len(names)), 4))
+    x = np.arange(len(names))
+    bars = {"popularity": [r["baseline"]["popularity"]["recall"]] * len(names)}
+    for mth in METHODS[1:]:
+        bars[mth] = [r["pairs"][n]["quality"][mth]["recall"] for n in names]
+    w = 0.8 / len(bars)
+    for j, (mth, vals) in enumerate(bars.items()):
+        ax.bar(x + (j - (len(bars) - 1) / 2) * w, vals, w, label=mth)
+    if r["oracle"]:
+        ax.axhline(r["oracle"]["recall"], color="k", ls="--", lw=1, label="oracle")
+    ax.set_xticks(x, names, rotation=15)
+    ax.set_ylabel(f"recall@{r['k']}")
+    ax.set_title(f"Quality by pair ({r['users']} users, one known click each)")
+    ax.legend(fontsize=8)
+    save(fig, "quality.png")
+
+    fig, ax = plt.subplots(figsize=(max(5, 1 + 1.4 * len(names)), 3.5))
+    ax.bar(names, [r["pairs"][n]["spread"] for n in names], color="tab:purple")
+    ax.set_ylabel(f"mean cosine distance of top-{r['k']}")
+    ax.set_title("Spread of LLM-interest neighbours")
+    ax.tick_params(axis="x", rotation=15)
+    save(fig, "spread.png")
+
+    m = np.array(r["overlap"]["matrix"])
+    fig, ax = plt.subplots(figsize=(2.5 + 1.1 * len(names), 2 + 1.0 * len(names)))
+    im = ax.imshow(m, vmin=0, vmax=1, cmap="viridis")
+    ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
+    ax.set_yticks(range(len(names)), names)
+    for i in range(len(names)):
+        for j in range(len(names)):
+            ax.text(j, i, f"{m[i, j]:.2f}", ha="center", va="center", color="w", fontsize=8)
+    fig.colorbar(im, ax=ax, label="top-5 overlap")
+    ax.set_title("Top-5 overlap")
+    save(fig, "overlap.png")
+
+    lat = pd.DataFrame(r["latency"])
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.5))
+    for (llm, tp), g in lat.groupby(["llm", "tp"]):
+        label = f"{llm}" + (f" tp={tp}" if tp > 1 else "")
+        a1.plot(g["batch_size"], g["p50_s"], "o-", label=f"{label} p50")
+        a1.plot(g["batch_size"], g["p99_s"], "x--", label=f"{label} p99")
+        a2.plot(g["batch_size"], g["profiles_per_s"], "o-", label=label)
+    a1.set(xlabel="batch size", ylabel="seconds per profile", title="Latency vs batch size")
+    a2.set(xlabel="batch size", ylabel="profiles / s", title="Throughput vs batch size")
+    a1.legend(fontsize=7)
+    a2.legend(fontsize=7)
+    save(fig, "latency.png")
+
+    if lat["tp"].nunique() > 1:
+        fig, ax = plt.subplots(figsize=(5, 3.5))
+        for llm, g in lat[lat["batch_size"] == lat["batch_size"].max()].groupby("llm"):
+            ax.plot(g["tp"], g["p50_s"], "o-", label=llm)
+        ax.set(xlabel="tensor_parallel_size", ylabel="p50 seconds per profile",
+               title="Latency vs tensor parallelism")
+        ax.legend(fontsize=8)
+        save(fig, "latency_tp.png")
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for n in names:
+        p = r["pairs"][n]
+        ax.scatter(p["cost_per_1k_usd"], p["quality"]["merged"]["recall"], s=40)
+        ax.annotate(n, (p["cost_per_1k_usd"], p["quality"]["merged"]["recall"]), fontsize=8)
+    ax.set(xlabel="USD per 1,000 profiles", ylabel=f"recall@{r['k']} of (b)+(c)",
+           title="Cost vs quality")
+    save(fig, "cost.png")
+    return written
+
+
+def report_html(r: dict[str, Any], charts: list[str]) -> str:
+    e = html.escape
+    k = r["k"]
+    rows = []
+    for n, p in r["pairs"].items():
+        q = p["quality"]
+        rows.append(
+            f"<tr><td>{e(n)}</td>"
+            + "".join(f"<td>{q[m]['recall']:.3f} / {q[m]['ndcg']:.3f}</td>" for m in METHODS[1:])
+            + f"<td>{p['spread']:.3f}</td><td>{p['distinct_output_rate']:.0%}</td>"
+            f"<td>{p['json_valid_rate']:.0%}</td><td>{p['topic_survival']:.0%}</td>"
+            f"<td>{p['status']['expanded']}</td>"
+            f"<td>{p['latency_p50_s']:.2f} / {p['latency_p99_s']:.2f}</td>"
+            f"<td>{p['profiles_per_s']:.2f}</td><td>${p['cost_per_1k_usd']:.4f}</td></tr>")
+    pop = r["baseline"]["popularity"]
+    oracle = (f"<p>Oracle (the generator's expected clicks): recall@{k} "
+              f"{r['oracle']['recall']:.3f}, NDCG@{k} {r['oracle']['ndcg']:.3f}.</p>"
+              if r["oracle"] else "<p>No ground-truth model for this dataset: no oracle.</p>")
+    examples = "".join(
+        f"<li><b>{e(n)}</b>: " + "; ".join(
+            f"{e(', '.join(x['titles']))} &rarr; {e(', '.join(x['topics']))}"
+            f" (kept: {e(', '.join(x['kept']))})" for x in p["examples"][:3]) + "</li>"
+        for n, p in r["pairs"].items())
+    cohort = ("each with exactly one training click, scored on their clicks in the validation "
+              "and test days" if r["cohort"] == "single" else "each reduced to their first "
+              "click, scored on every click after it")
+    imgs = "".join(f'<figure><img src="{c}" alt="{c}"><figcaption>{c}</figcaption></figure>'
+                   for c in charts)
+    return f"""<!doctype html><html><head><meta charset="utf-8">
+<title>warmstart LLM x encoder experiment</title>
+<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}}
+table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 8px;font-size:13px}}
+img{{max-width:100%}}</style></head><body>
+<h1>LLM x encoder experiment</h1>
+<p><b>Dataset:</b> {e(r['dataset'])} &mdash; <code>{e(r['data'])}</code>; {r['users']} users,
+{cohort}; created {e(r['created'])}; {r['wall_s']:.0f} s.</p>
+<p>(a) popularity: recall@{k} {pop['recall']:.3f}, NDCG@{k} {pop['ndcg']:.3f}.</p>
+{oracle}
+<table><tr><th>pair</th><th>(b) item neighbours<br>recall / NDCG@{k}</th>
+<th>(c) LLM interests</th><th>(d) (b)+(c)</th><th>spread</th><th>distinct outputs</th>
+<th>JSON valid</th><th>topics surviving</th><th>users expanded</th>
+<th>latency p50 / p99 s</th><th>profiles/s</th><th>cost / 1k profiles</th></tr>
+{''.join(rows)}</table>
+<h2>Examples</h2><ul>{examples}</ul>
+<h2>Charts</h2>{imgs}
+</body></html>
+"""
