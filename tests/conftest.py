@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import write_tiny_clip, write_tiny_t5
+from train.encoders import EncoderConfig, TextEncoder, load_encoder
 
 
 @pytest.fixture(scope="session")
@@ -50,7 +51,5 @@ def tiny_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def minilm():  # -> TextEncoder; the import waits for the test session, not collection
-    from train.encoders import EncoderConfig, load_encoder
-
+def minilm() -> TextEncoder:
     return load_encoder(EncoderConfig(batch_size=8))

@@ -165,11 +165,13 @@ class LLMBackendContract:
     `backend` fixture (class-scoped: models are slow to load)."""
 
     @pytest.fixture(scope="class")
-    def backend(self) -> Any:
+    @classmethod
+    def backend(cls) -> Any:
         raise NotImplementedError("an LLMBackendContract subclass provides `backend`")
 
     @pytest.fixture(scope="class")
-    def answers(self, backend: Any) -> list[str]:
+    @classmethod
+    def answers(cls, backend: Any) -> list[str]:
         return backend.generate(PROMPTS)
 
     def test_one_schema_valid_text_per_prompt(self, answers: list[str]) -> None:

