@@ -57,7 +57,7 @@ def _require(path: Path, what: str) -> Path:
 
 
 def _checked(path: Path, expected: Any, table: str) -> Path:
-    schema.check(pq.read_schema(path), expected, path, table)
+    schema.check(schema.read_schema(path), expected, path, table)
     return path
 
 

@@ -201,7 +201,7 @@ def load_bundle(path: Path) -> Bundle:
     for name, expected, table in (("items.parquet", schema.ITEMS, "items"),
                                   ("users.parquet", schema.USERS, "users")):
         try:
-            schema.check(pq.read_schema(folder / name), expected, folder / name, table)
+            schema.check(schema.read_schema(folder / name), expected, folder / name, table)
         except schema.SchemaError as e:
             raise ArtifactError(f"{e}; publish a new version with `warmstart train`") from None
     items = pd.read_parquet(folder / "items.parquet")

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 INTERACTIONS = pa.schema([
     pa.field("user_id", pa.string()),
@@ -76,6 +77,16 @@ _ID = ("a string or integer id", _is_id)
 _LENIENT = {("users", "age"): ("a number", _is_number), ("users", "user_id"): _ID,
             ("items", "item_id"): _ID, ("interactions", "user_id"): _ID,
             ("interactions", "item_id"): _ID}
+
+
+def read_schema(path: Path | str) -> pa.Schema:
+    """The schema of parquet file `path`, or a SchemaError naming the file when it cannot be
+    read as parquet (a truncated write, another format under a .parquet name)."""
+    try:
+        return pq.read_schema(path)
+    except (OSError, pa.ArrowInvalid) as e:
+        raise SchemaError(f"{path} is not a readable parquet file ({e}); write it again, or "
+                          "point at the right file") from None
 
 
 def check(schema: pa.Schema, expected: pa.Schema, path: Path | str, table: str) -> None:

@@ -32,6 +32,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from flows.load.fields import Parsed, Parser, text_of
+from train import schema
 
 log = logging.getLogger("flows.load")
 
@@ -244,7 +245,7 @@ def open_table(path: Path, columns: Iterable[str], delimiter: str | None, encodi
                                 "(--interactions, --items, --users)")
     suffix = path.suffix.lower()
     if suffix == ".parquet":
-        header, sep = list(pq.read_schema(path).names), None
+        header, sep = list(schema.read_schema(path).names), None
     elif suffix in TEXT_SUFFIXES:
         sep = delimiter or ("\t" if suffix == ".tsv" else ",")
         header = _csv_header(path, sep, encoding)
@@ -295,6 +296,9 @@ def _csv_rows(path: Path, reader: Any, encoding: str) -> Iterator[tuple[int, lis
 
 
 def _parquet(path: Path, columns: list[str]) -> Records:
-    table = pq.read_table(path, columns=columns)
+    try:
+        table = pq.read_table(path, columns=columns)
+    except (OSError, pa.ArrowInvalid) as e:
+        raise ValueError(f"{path}: cannot read it as parquet ({e})") from None
     return Records(path, np.arange(2, table.num_rows + 2, dtype=np.int64),
                    {c: table.column(c).combine_chunks() for c in columns})

@@ -75,3 +75,10 @@ def test_the_standard_split_covers_the_days_once() -> None:
     s = Split()
     days = s.train + s.val + s.test
     assert sorted(days) == list(range(14)) and max(s.train) < min(s.val) < min(s.test)
+
+
+def test_a_file_that_is_not_parquet_is_named(tmp_path: Path) -> None:
+    (tmp_path / "items.parquet").write_text("id,category\n1,x\n")  # a CSV under the name
+    with pytest.raises(schema.SchemaError, match=r"items.parquet is not a readable parquet "
+                                                 "file"):
+        read_items(tmp_path)

@@ -115,3 +115,22 @@ def test_the_same_events_as_csv_and_as_typed_parquet_load_alike(tmp_path: Path,
     cat = read_items(out).set_index("item_id")
     assert cat.loc["10", ["category", "style", "price"]].tolist() == ["Fiction", "Classics", 9.5]
     assert cat.loc["12", "category"] == "unknown"
+
+
+def test_a_truncated_parquet_file_is_named_before_anything_is_written(tmp_path: Path) -> None:
+    events = tmp_path / "ev.parquet"
+    pq.write_table(pa.table({"u": ["a"], "i": ["b"], "l": [1]}), events)
+    events.write_bytes(events.read_bytes()[:-20])  # a write cut short
+    with pytest.raises(ValueError, match=r"ev.parquet is not a readable parquet file"):
+        load(LoadConfig(preset="generic", out=tmp_path / "out", interactions_file=events,
+                        columns=EventColumns(user="u", item="i", label="l")))
+    assert not (tmp_path / "out").exists()
+
+
+def test_categorical_and_large_string_columns_parse_as_text() -> None:
+    ids = fields.token(pa.array(["u1", None, "u2"]).dictionary_encode(), "user")
+    assert ids.values.tolist() == ["u1", None, "u2"] and ids.reasons.tolist() == [
+        None, "empty", None]
+    stars = fields.number(pa.array(["5", "4.5"]).dictionary_encode(), "stars")
+    assert stars.values.tolist() == [5.0, 4.5]
+    assert fields.token(pa.array([" a "], pa.large_string()), "c").values.tolist() == ["a"]
