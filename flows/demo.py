@@ -1,7 +1,7 @@
 """`warmstart demo`: the whole path on one machine, end to end, then shut down.
 
 generate -> train (Ray Train) -> index (FAISS) -> evaluate -> expand a few sparse users'
-interests (LLM on Ray Data) -> serve (Ray Serve) -> requests
+interests (LLM on Ray Data) -> serve (Ray Serve) -> requests -> a click -> the answer after it
 """
 
 from __future__ import annotations
@@ -17,12 +17,13 @@ from typing import Any
 from flows.evaluate import format_report
 from flows.expand import ExpandConfig, expand
 from flows.generate import GenerateConfig, generate
-from flows.layout import DEMO, ITEMS, USERS, Split, read_interactions
+from flows.layout import DEMO, EVENTS, ITEMS, USERS, Split, read_interactions
 from flows.runtime import start_ray
 from flows.train import TrainConfig, train
 from interests.artifact import FOLDER, read_results
 from interests.backends import LLMConfig, smollm2_gguf
-from serve.config import HTTPConfig
+from serve.config import HTTPConfig, StoresConfig
+from serve.event_log import EventLogConfig
 
 DEMO_SCALES = ("tiny", "small")  # of flows.generate.SCALES: the ones that run in minutes
 
@@ -92,7 +93,8 @@ def demo(cfg: DemoConfig) -> dict[str, Any]:
         sparse_user = expand_some(data, artifacts, users=cfg.expand_users)
 
         print("[demo] 4/5 serve", flush=True)
-        url = run_app(artifacts, HTTPConfig(port=cfg.port))
+        stores = StoresConfig(events=EventLogConfig(path=cfg.workdir / EVENTS))
+        url = run_app(artifacts, HTTPConfig(port=cfg.port), stores=stores)
         print(f"[demo]   {url}/healthz -> "
               f"{urllib.request.urlopen(url + '/healthz', timeout=30).read().decode()}")
         print("[demo] 5/5 requests", flush=True)
@@ -100,7 +102,6 @@ def demo(cfg: DemoConfig) -> dict[str, Any]:
 
         known = str(pd.read_parquet(data / USERS)["user_id"].iloc[0])
         catalog = pd.read_parquet(data / ITEMS).set_index("item_id")
-        answers = []
         bodies = [{"user_id": known, "device": "web", "timestamp": "2026-01-19T09:30:00",
                    "k": 5},
                   {"user_id": known, "device": "ios", "timestamp": "2026-01-19T21:30:00",
@@ -108,15 +109,29 @@ def demo(cfg: DemoConfig) -> dict[str, Any]:
                   {"user_id": "someone-new", "device": "android", "k": 5}]
         if sparse_user:
             bodies.append({"user_id": sparse_user, "device": "web", "k": 5})
-        for body in bodies:
+        def show(body: dict[str, Any]) -> dict[str, Any]:
             answer = post(url + "/recommend", body)
-            answers.append(answer)
             items = ", ".join(f"{i['item_id']} {catalog.loc[i['item_id'], 'category']}/"
                               f"{catalog.loc[i['item_id'], 'style']} ({i['score']:.2f}, "
                               f"{i['source']})"
                               for i in answer["items"])
             print(f"[demo]   {json.dumps(body)}\n[demo]     known_user={answer['known_user']} "
                   f"version={answer['model_version']}: {items}", flush=True)
+            return answer
+
+        answers = [show(body) for body in bodies]
+        # A click: the clicked item leaves the answer and the user's interests shift to its
+        # category, from the very next request.
+        clicked = answers[0]["items"][0]["item_id"]
+        t_click = time.perf_counter()
+        ack = post(url + "/events", {"user_id": known, "item_id": clicked, "event": "click",
+                                     "device": "web"})
+        print(f"[demo]   POST /events click {clicked} "
+              f"({catalog.loc[clicked, 'category']}) -> logged as {ack['id']}", flush=True)
+        answers.append(show(bodies[0]))
+        after = [i["item_id"] for i in answers[-1]["items"]]
+        print(f"[demo]   event to changed answer: {1000 * (time.perf_counter() - t_click):.0f} "
+              f"ms; {clicked} is {'still there' if clicked in after else 'gone'}", flush=True)
         serve.delete("warmstart")
     print(f"[demo] done in {time.perf_counter() - t0:.0f} s; data in {data}, models in "
           f"{artifacts}")

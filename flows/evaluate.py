@@ -35,6 +35,10 @@ class EvalConfig:
     k: int = 100
     max_users: int = 1000  # test users sampled for recall (the oracle costs ~10 ms a user)
     max_impressions: int = 300_000  # test impressions sampled for AUC
+    # Diversity settings of the serving path whose NDCG@10 and intra-list category diversity
+    # are reported (0 = top-k by score); users sampled for it.
+    diversity: tuple[float, ...] = (0.0, 0.1, 0.25, 0.5, 1.0)
+    diversity_users: int = 500
     oracle: bool = True  # score the generator's oracle when the data has ground truth
     seed: int = 0
 
@@ -48,7 +52,7 @@ def evaluate(bundle: Bundle, data: Path, cfg: EvalConfig | None = None) -> dict[
     world = _world(data, items) if cfg.oracle else None
     oracle = ("p_click",) if world is not None else ()  # the true click probability
     test = read_interactions(data, cfg.split.test,
-                             ("user_id", "item_id", "hour", "weekday", "device", "label",
+                             ("user_id", "item_id", "ts", "hour", "weekday", "device", "label",
                               *oracle))
     if test.empty:
         raise ValueError(f"no test interactions on days {cfg.split.test} in {data}")
@@ -66,6 +70,7 @@ def evaluate(bundle: Bundle, data: Path, cfg: EvalConfig | None = None) -> dict[
     return {
         "retrieval": _retrieval(bundle, test, world, clicks, item_pos, cfg, rng),
         "ranking": _ranking(bundle, test, ctr, item_pos, cfg, rng),
+        "diversity": _diversity(bundle, test, item_pos, cfg, rng),
         "test_days": list(cfg.split.test),
         "oracle": world is not None,
     }
@@ -96,10 +101,13 @@ def _retrieval(bundle: Bundle, test: pd.DataFrame, world: World | None, clicks: 
         users = np.sort(rng.choice(users, cfg.max_users, replace=False))
     clicked = clicked[clicked["user_id"].isin(users)]
     rows = clicked["item_id"].map(item_pos)
-    per_user = rows.groupby(clicked["user_id"]).agg(np.unique)
+    def unique(r: pd.Series) -> pd.Series:
+        return r.groupby(clicked["user_id"]).apply(lambda s: np.unique(s.to_numpy()))
+
+    per_user = unique(rows)
     relevant = {"overall": [per_user[u] for u in users]}
     for device in ("web", "ios", "android"):
-        on = rows[clicked["device"] == device].groupby(clicked["user_id"]).agg(np.unique)
+        on = unique(rows[clicked["device"] == device])
         relevant[device] = [on.get(u, np.array([], dtype=np.int64)) for u in users]
     cold = ~np.isin(users, list(bundle.features.users))
     k = cfg.k
@@ -173,6 +181,51 @@ def _ranking(bundle: Bundle, test: pd.DataFrame, ctr: np.ndarray, item_pos: dict
     return out
 
 
+def _diversity(bundle: Bundle, test: pd.DataFrame, item_pos: dict[str, int],
+               cfg: EvalConfig, rng: np.random.Generator) -> dict[str, Any]:
+    """The serving path's top 10 at each diversity setting, for test users in the context of
+    their first test click: NDCG@10 of their test clicks, and intra-list category diversity
+    (the share of item pairs in a list from different categories; 0 = one category)."""
+    import asyncio
+
+    from serve.pipeline import Pipeline, Request, bare_stores
+    from serve.state import build_state
+
+    clicked = test[test["label"] == 1].drop_duplicates("user_id")
+    if len(clicked) > cfg.diversity_users:
+        clicked = clicked.iloc[np.sort(rng.choice(len(clicked), cfg.diversity_users,
+                                                  replace=False))]
+    if clicked.empty or not cfg.diversity:
+        return {}
+    relevant = test[(test["label"] == 1) & test["user_id"].isin(clicked["user_id"])]
+    rel = relevant.groupby("user_id")["item_id"].apply(
+        lambda s: np.unique(s.map(item_pos).to_numpy()))
+    state = build_state(bundle)
+    pipeline = Pipeline(state, bare_stores(state), seed=cfg.seed)
+    category = state.item_category
+
+    async def lists(d: float) -> np.ndarray:
+        out = []
+        for r in clicked.itertuples():
+            ts = pd.Timestamp(r.ts).to_pydatetime()
+            answer = await pipeline.recommend(Request(user_id=r.user_id, device=r.device,
+                                                      timestamp=ts, k=10, diversity=d))
+            out.append([state.item_pos[i["item_id"]] for i in answer["items"]])
+        return np.array(out, dtype=np.int64)  # U, 10
+
+    result: dict[str, Any] = {"users": int(len(clicked)), "settings": {}}
+    for d in cfg.diversity:
+        top = asyncio.run(lists(d))
+        cats = category[top]  # U, 10
+        pairs = (cats[:, :, None] != cats[:, None, :]).sum((1, 2)) / (10 * 9)
+        result["settings"][str(d)] = {
+            "ndcg@10": _nanmean(ndcg_at_k(top, [rel[u] for u in clicked["user_id"]], 10)),
+            "category_diversity": float(pairs.mean()),
+            "categories_per_list": float(np.mean([len(set(c)) for c in cats.tolist()])),
+        }
+    return result
+
+
 def format_report(report: dict[str, Any]) -> str:
     r, g, k = report["retrieval"], report["ranking"], report["retrieval"]["k"]
     models = [m for m in ("two_tower", "popularity", "oracle") if m in r]
@@ -197,6 +250,14 @@ def format_report(report: dict[str, Any]) -> str:
         lines.append(f"  {metric:<22}{head}")
         for m in (m for m in ("dlrm", "popularity", "oracle") if m in g):
             lines.append(f"    {m:<20}" + "".join(f"{g[m][sl][metric]:>9.4f}" for sl in slices))
+    if div := report.get("diversity", {}).get("settings"):
+        lines.append(f"serving top 10 by diversity setting ({report['diversity']['users']} test "
+                     "users, in the context of their first test click):")
+        lines.append(f"  {'diversity':<12}{'ndcg@10':>9}{'category diversity':>20}"
+                     f"{'categories':>12}")
+        for d, m in div.items():
+            lines.append(f"  {d:<12}{m['ndcg@10']:>9.4f}{m['category_diversity']:>20.3f}"
+                         f"{m['categories_per_list']:>12.2f}")
     return "\n".join(lines)
 
 

@@ -13,11 +13,15 @@ day(s) in a fraction of a full training's time.
     6. both versions evaluated on the same validation days; a new version is written, and
        promoted (LATEST) only when neither retrieval recall nor ranking AUC drops by more
        than the configured margin
+
+With `--events`, the serving event log is drained into the data folder first (`drain_events`)
+and the day(s) it filled join the new days.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import shutil
 import time
@@ -26,9 +30,20 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
-from flows.layout import ARTIFACTS, DATA, Split, available_days, read_interactions
-from flows.train import TrainConfig, click_log_q, featurized
+from flows.layout import (
+    ARTIFACTS,
+    DATA,
+    INTERACTIONS,
+    Split,
+    available_days,
+    day_zero,
+    read_interactions,
+    write_day_file,
+)
+from flows.train import TrainConfig, click_log_q, featurized, popularity
+from serve.event_log import Event, EventLog, log_at
 from train.artifacts import Bundle, load_bundle, new_version, publish
 from train.features import UserTable
 from train.loop import LoopConfig, fit
@@ -48,6 +63,8 @@ class FinetuneConfig:
     margin: float = 0.005  # largest drop in validation recall@K or AUC that still promotes
     seed: int = 0
     version: str | None = None
+    events: str | None = None  # the serving event log to drain first: a file or redis:// URL
+    drain_batch: int = 50_000  # events read, written and trimmed at a time
 
     def __post_init__(self) -> None:
         if not 0 < self.replay_share <= 1:
@@ -55,12 +72,78 @@ class FinetuneConfig:
                              f"{self.replay_share}")
 
 
-def plan_days(bundle: Bundle, cfg: FinetuneConfig, available: list[int]
+_EPOCH = dt.datetime(1970, 1, 1)
+
+
+def events_table(events: list[Event]) -> pa.Table:
+    """Logged events as interaction rows: hour and weekday of `ts`, device "unknown" when the
+    client sent none, label 1 for a click or purchase."""
+    ms = [(e.ts - _EPOCH) // dt.timedelta(milliseconds=1) for e in events]
+    return pa.table({
+        "user_id": [e.user_id for e in events],
+        "item_id": [e.item_id for e in events],
+        "ts": pa.array(ms, pa.int64()).cast(pa.timestamp("ms")),
+        "hour": pa.array([e.ts.hour for e in events], pa.int8()),
+        "weekday": pa.array([e.ts.weekday() for e in events], pa.int8()),
+        "device": [e.device or "unknown" for e in events],
+        "label": pa.array([e.label for e in events], pa.int8()),
+    })
+
+
+def _file_id(event_id: str) -> str:
+    return event_id.replace("-", "_")  # a stream id's "-" would split the file name
+
+
+def drain_events(log: EventLog, data: Path, batch: int = 50_000) -> dict[str, Any]:
+    """Move the log's events into the data folder, `batch` at a time: each batch becomes one
+    `interactions/day=NN/events-<first id>-<last id>.parquet` per day it touches (NN: days
+    since day 0's date), and is trimmed from the log only once its files are written.
+
+    A drain stopped between writing and trimming leaves files named after the batch's first
+    id, which is still the log's first: the next drain removes them and writes the batch
+    again (it may hold more events by then), so no event is lost or counted twice. Stops after
+    a batch shorter than `batch`, so events arriving meanwhile do not keep it running.
+    Returns {"events": rows written, "days": days filled, "files": paths}."""
+    start = day_zero(data)
+    written, days, files = 0, set[int](), list[Path]()
+    while events := log.read(None, batch):
+        first, last = events[0][0], events[-1][0]
+        name = f"events-{_file_id(first)}-{_file_id(last)}.parquet"
+        table = events_table([e for _, e in events])
+        day = np.array([(e.ts.date() - start).days for _, e in events])  # N
+        if (day < 0).any():
+            bad = events[int(np.argmax(day < 0))]
+            raise ValueError(f"event {bad[0]} at {bad[1].ts} is before day 0 ({start}) of "
+                             f"{data}; its clock is wrong: trim it from the log "
+                             "(EventLog.trim) or drain into the dataset it belongs to")
+        for stale in (data / INTERACTIONS).glob(f"day=*/events-{_file_id(first)}-*.parquet"):
+            if stale.name != name:  # an interrupted drain of a shorter batch
+                stale.unlink()
+        for d in np.unique(day):
+            files.append(write_day_file(data, int(d), name, table.filter(pa.array(day == d))))
+        log.trim(last)
+        written += len(events)
+        days.update(int(d) for d in np.unique(day))
+        if len(events) < batch:
+            break
+    if written:
+        print(f"[finetune] drained {written} events into day(s) {sorted(days)}")
+    return {"events": written, "days": sorted(days), "files": [str(f) for f in files]}
+
+
+def plan_days(bundle: Bundle, cfg: FinetuneConfig, available: list[int],
+              drained: tuple[int, ...] = ()
               ) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
-    """(old training days, new days, validation days), checked against the data folder."""
+    """(old training days, new days, validation days), checked against the data folder.
+    Days just drained from the event log join the new days, except those already in the
+    version's window (they join at the next full training)."""
     window = bundle.manifest["data_window"]
     old = tuple(window["train_days"])
     new = cfg.new_days or (max(old) + 1,)
+    if late := sorted(set(drained) & set(old)):
+        print(f"[finetune] drained events of day(s) {late} fall in the version's training "
+              "window; they are learned at the next full training")
+    new = tuple(sorted(set(new) | (set(drained) - set(old))))
     val = cfg.val_days or tuple(d for d in window["val_days"] if d > max(new))
     if overlap := sorted(set(new) & set(old)):
         raise ValueError(f"day(s) {overlap} are already in version {bundle.version}'s "
@@ -86,7 +169,9 @@ def finetune(cfg: FinetuneConfig, train_cfg: TrainConfig | None = None) -> dict[
     t0 = time.perf_counter()
     tcfg = train_cfg or TrainConfig(data=cfg.data, artifacts=cfg.artifacts)
     current = load_bundle(cfg.artifacts)
-    old, new, val = plan_days(current, cfg, available_days(cfg.data))
+    drained = (drain_events(log_at(cfg.events), cfg.data, cfg.drain_batch)["days"]
+               if cfg.events else [])
+    old, new, val = plan_days(current, cfg, available_days(cfg.data), tuple(drained))
     print(f"[finetune] version {current.version}: new day(s) {list(new)}, replay "
           f"{cfg.replay_share:.0%} of days {old[0]}-{old[-1]}, validate on {list(val)}")
     features, items = current.features, current.items
@@ -159,7 +244,9 @@ def finetune(cfg: FinetuneConfig, train_cfg: TrainConfig | None = None) -> dict[
     folder = publish(cfg.artifacts, run, features=features, two_tower=tt, dlrm=dlrm,
                      index=current.index, items=items, users=current.users, user_table=table,
                      item_content=current.item_content, data_window=window,
-                     metrics=json.loads(json.dumps(metrics, default=float)), promote=promote)
+                     metrics=json.loads(json.dumps(metrics, default=float)),
+                     popularity=popularity(cfg.data, Split(train=old + new), features, items),
+                     promote=promote)
     for ray_run in storage.glob(f"{run}-*"):
         shutil.rmtree(ray_run, ignore_errors=True)
     for name, (b, a) in compare.items():
@@ -187,13 +274,17 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--margin", type=float, default=d.margin,
                    help="largest validation drop in recall or AUC that still promotes "
                         "(default %(default)s)")
+    p.add_argument("--events", default=d.events,
+                   help="serving event log to drain into the data first: a file (the local "
+                        "log) or a redis:// URL (the stream 'events'); its day(s) join the "
+                        "new days")
 
 
 def config(args: argparse.Namespace) -> FinetuneConfig:
     return FinetuneConfig(data=args.data, artifacts=args.artifacts,
                           new_days=tuple(args.days or ()), val_days=tuple(args.val_days or ()),
                           replay_share=args.replay, epochs=args.epochs,
-                          lr_scale=args.lr_scale, margin=args.margin)
+                          lr_scale=args.lr_scale, margin=args.margin, events=args.events)
 
 
 def run(args: argparse.Namespace) -> None:

@@ -13,11 +13,15 @@ match. Days 0-8 train, 9-11 validate, 12-13 test (`Split`), over `N_DAYS` daily 
 
 from __future__ import annotations
 
+import datetime as dt
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
@@ -28,6 +32,7 @@ DATA = Path("data")
 ARTIFACTS = Path("artifacts")
 RUNS = Path("runs")
 DEMO = Path("warmstart-demo")  # `warmstart demo`'s data and artifacts
+EVENTS = Path("events.jsonl")  # the embedded event log `warmstart serve` appends to
 
 N_DAYS = 14  # daily partitions a dataset is cut into
 ITEMS = "items.parquet"
@@ -132,6 +137,42 @@ def read_interactions(data: Path, days: tuple[int, ...],
         if col in df:
             df[col] = df[col].astype(str)
     return df
+
+
+def day_zero(data: Path) -> dt.date:
+    """The calendar date of day 0: day NN holds the events of day-zero + NN days (the
+    generator's days are real dates; a loaded dataset's are equal-count slices of its time
+    span, so later events land on the date they happened, past its last slice)."""
+    files = data_files(data, (0,))
+    ts = pads.dataset([str(f) for f in files], format="parquet").to_table(columns=["ts"])
+    first = pc.min(ts.column("ts").cast(pa.timestamp("ms"))).as_py()
+    if first is None:
+        raise ValueError(f"{data / INTERACTIONS}/day=00 holds no timestamps; day 0's date "
+                         "is read from its earliest ts")
+    return first.date()
+
+
+def day_folder(data: Path, day: int) -> Path:
+    return data / INTERACTIONS / f"day={day:02d}"
+
+
+def write_day_file(data: Path, day: int, name: str, table: pa.Table) -> Path:
+    """Write `table` (conformed to the interactions schema) as `day=NN/<name>` atomically:
+    readers see the whole file or none of it, and writing the same name again replaces it."""
+    folder = day_folder(data, day)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    tmp = folder / f".{name}.tmp"  # a dot file: not matched by the readers' *.parquet glob
+    pq.write_table(schema.conform(table, schema.INTERACTIONS), tmp)
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return path
 
 
 def ray_interactions(data: Path, days: tuple[int, ...]) -> Any:

@@ -184,6 +184,20 @@ def fit_features(data: Path, days: tuple[int, ...], users: pd.DataFrame, items: 
     return Fitted(features, table, click_log_q(rows, items), content)
 
 
+def popularity(data: Path, split: Split, features: Features, items: pd.DataFrame
+               ) -> np.ndarray:
+    """(I, D, H) training clicks per catalog row, device index and hour bucket: the context-
+    conditioned popularity that serving retrieves for cold users."""
+    from serve.popularity import counts
+
+    rows = read_interactions(data, split.train, ("item_id", "device", "hour", "label"))
+    pos = pd.Series({iid: n for n, iid in enumerate(items["item_id"].astype(str))})
+    return counts(pos.reindex(rows["item_id"]).to_numpy(np.int64),
+                  features.lookup("device", rows["device"]), rows["hour"].to_numpy(np.int64),
+                  rows["label"].to_numpy(), n_items=len(items),
+                  n_devices=features.cardinalities["device"])
+
+
 def train(cfg: TrainConfig) -> Path:
     """Run the whole training flow on the running Ray; returns the published version folder."""
     from flows.evaluate import EvalConfig, evaluate
@@ -284,7 +298,8 @@ def train(cfg: TrainConfig) -> Path:
         folder = publish(cfg.artifacts, run, features=features, two_tower=bundle.two_tower,
                          dlrm=bundle.dlrm, index=bundle.index, items=items, users=users,
                          user_table=fitted.table, item_content=content, data_window=window,
-                         metrics=metrics)
+                         metrics=metrics, popularity=popularity(cfg.data, split, features,
+                                                                items))
         (out / "version.txt").write_text(folder.name)
 
     pub_dir = steps.run("publish", {}, publish_step, after=("evaluate",),

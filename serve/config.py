@@ -1,10 +1,19 @@
 """Serving settings, typed and in one place. `ServeConfig` reaches every replica through
-Serve's `user_config` (and `reconfigure()`); `HTTPConfig` is where the app listens. The
-request schema in serve/app.py takes its default and bounds for `k` from here."""
+Serve's `user_config` (and `reconfigure()`); `HTTPConfig` is where the app listens;
+`StoresConfig` says which backend each store uses (embedded defaults, or Redis/Valkey) and is
+fixed for a replica's life. The request schema in serve/app.py takes its default and bounds for
+`k` from here."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from serve.event_log import EventLogConfig
+from serve.events import ActivityConfig
+from serve.online import OnlineConfig
+from serve.popularity import PopularityConfig
+from serve.seen import SeenConfig
 
 
 @dataclass(frozen=True)
@@ -13,9 +22,17 @@ class ServeConfig:
     default_k: int = 10  # items answered when a request does not say
     max_k: int = 100  # the most a request may ask for
     interest_k: int = 50  # candidates from a cold user's interest vector
+    popular_k: int = 100  # popularity candidates for a user without history, per context
     # Share of the top-k kept for interest candidates: the DLRM knows little of a cold user
     # and would otherwise rank popular two-tower items above everything the LLM found.
     interest_share: float = 0.5
+    # Diversity sampling: with `diversity` d > 0 in a request, items are drawn without
+    # replacement with probability proportional to score ** (1 / (d * temperature)).
+    temperature: float = 1.0
+    # Ranking batched across concurrent requests (@serve.batch in the Serve ingress).
+    max_batch_size: int = 16
+    batch_wait_s: float = 0.0  # 0: run as soon as one request waits; concurrency fills batches
+    torch_threads: int = 1  # per replica: more threads contend with concurrent requests
 
     def __post_init__(self) -> None:
         if not 1 <= self.default_k <= self.max_k:
@@ -23,6 +40,66 @@ class ServeConfig:
                              f"with max_k {self.max_k}")
         if not 0.0 <= self.interest_share <= 1.0:
             raise ValueError(f"interest_share must be in [0, 1], got {self.interest_share}")
+        if self.temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        if self.max_batch_size < 1 or self.batch_wait_s < 0 or self.torch_threads < 1:
+            raise ValueError("max_batch_size and torch_threads must be >= 1 and batch_wait_s "
+                             f">= 0, got {self.max_batch_size}, {self.torch_threads}, "
+                             f"{self.batch_wait_s}")
+
+
+@dataclass(frozen=True)
+class StoresConfig:
+    """Where the online features, seen-items filters, popularity and events live. The
+    defaults are embedded (SQLite through Feast, in-process filters and counters, an fsync'd
+    local event log); `redis(url)` points every networked part at one Redis/Valkey."""
+
+    online: OnlineConfig = field(default_factory=OnlineConfig)
+    seen: SeenConfig = field(default_factory=SeenConfig)
+    popularity: PopularityConfig = field(default_factory=PopularityConfig)
+    events: EventLogConfig = field(default_factory=EventLogConfig)
+    activity: ActivityConfig = field(default_factory=ActivityConfig)
+
+    @classmethod
+    def redis(cls, url: str, **kw: Any) -> StoresConfig:
+        from dataclasses import replace
+
+        d = cls(**kw)
+        return cls(online=replace(d.online, store="redis", redis_url=url),
+                   seen=replace(d.seen, backend="redis", url=url),
+                   popularity=replace(d.popularity, backend="redis", url=url),
+                   events=replace(d.events, backend="redis", url=url),
+                   activity=d.activity)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> StoresConfig:
+        """From a user_config-style dict of dicts (the inverse of `dataclasses.asdict`)."""
+        parts = {f.name: f for f in fields(cls)}
+        if unknown := set(values) - set(parts):
+            raise ValueError(f"unknown store sections {sorted(unknown)}; expected "
+                             f"{sorted(parts)}")
+        made: dict[str, Any] = {}
+        for name, value in values.items():
+            default = getattr(cls(), name)
+            made[name] = type(default)(**value)
+        return cls(**made)
+
+
+@dataclass(frozen=True)
+class ReplicaConfig:
+    """How many ingress replicas, and what each holds: fixed at deploy time (a change
+    redeploys), unlike ServeConfig. Fractional CPUs: Ray's default of one CPU per replica
+    deadlocks a 2-core machine (docs/ARCHITECTURE.md, "Ray on two cores")."""
+
+    replicas: int = 1
+    num_cpus: float = 0.5
+    max_ongoing_requests: int = 100  # the default of 5 collapses throughput under concurrency
+
+    def __post_init__(self) -> None:
+        if self.replicas < 1 or self.num_cpus <= 0 or self.max_ongoing_requests < 1:
+            raise ValueError(f"replicas and max_ongoing_requests must be >= 1 and num_cpus > 0, "
+                             f"got {self.replicas}, {self.max_ongoing_requests}, "
+                             f"{self.num_cpus}")
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ import pytest
 from tests.helpers import REPO
 
 # Lowest first: a package may import those before it, never those after it.
-LAYERS = ("index", "train", "interests", "serve", "flows")
+LAYERS = ("features", "index", "train", "interests", "serve", "flows")
 FLOW_HELPERS = {"__init__", "cli", "runtime", "steps", "layout"}
 
 

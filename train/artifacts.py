@@ -10,6 +10,8 @@
         users.parquet        user attributes for feature lookup (age, gender)
         user_history.npz     per-user training history (top category, category/style shares)
         item_content.npy     raw content embeddings of the catalog rows (when used)
+        popularity.npy       training clicks per item, device and hour bucket (I, D, H): the
+                             cold-start candidates serving conditions on the request context
     artifacts/LATEST         name of the newest published version
 
 A version is written to a temporary folder and renamed into place, so a reader never sees a
@@ -65,6 +67,7 @@ class Bundle:
     users: pd.DataFrame  # indexed by user_id
     user_table: UserTable  # `users` and their history as arrays, for per-request lookups
     item_content: np.ndarray | None  # (I, E) raw content embeddings of the catalog rows
+    popularity: np.ndarray | None = None  # (I, D, H) training clicks per item, device, hour
     item_rows: dict[str, np.ndarray] = field(init=False)  # features.item_table(items)
 
     def __post_init__(self) -> None:
@@ -113,7 +116,8 @@ def write_table(frame: pd.DataFrame, expected: pa.Schema, path: Path) -> None:
 def publish(root: Path, version: str, *, features: Features, two_tower: TwoTower, dlrm: DLRM,
             index: faiss.Index, items: pd.DataFrame, users: pd.DataFrame, user_table: UserTable,
             item_content: np.ndarray | None, data_window: dict[str, Any],
-            metrics: dict[str, Any], promote: bool = True) -> Path:
+            metrics: dict[str, Any], popularity: np.ndarray | None = None,
+            promote: bool = True) -> Path:
     """Write a complete version folder atomically and, when `promote`, point LATEST at it
     (a version that is not promoted stays on disk for inspection, unserved)."""
     root.mkdir(parents=True, exist_ok=True)
@@ -132,6 +136,10 @@ def publish(root: Path, version: str, *, features: Features, two_tower: TwoTower
     user_table.save(tmp / "user_history.npz")
     if item_content is not None:
         np.save(tmp / "item_content.npy", item_content)
+    if popularity is not None:
+        if popularity.shape[0] != len(items):
+            raise ValueError(f"popularity has {popularity.shape[0]} rows for {len(items)} items")
+        np.save(tmp / "popularity.npy", popularity.astype(np.float32))
     files = {p.name: sha256(p) for p in sorted(tmp.iterdir())}
     manifest = {
         "format": FORMAT,
@@ -207,6 +215,7 @@ def load_bundle(path: Path) -> Bundle:
     items = pd.read_parquet(folder / "items.parquet")
     users = pd.read_parquet(folder / "users.parquet").set_index("user_id")
     content = folder / "item_content.npy"
+    popularity = folder / "popularity.npy"
     return Bundle(
         version=manifest["version"],
         path=folder,
@@ -219,4 +228,5 @@ def load_bundle(path: Path) -> Bundle:
         users=users,
         user_table=UserTable.load(users, folder / "user_history.npz"),
         item_content=np.load(content) if content.exists() else None,
+        popularity=np.load(popularity) if popularity.exists() else None,
     )

@@ -117,7 +117,7 @@ def test_python_m_runs_the_flow_not_just_its_help(tmp_path: Path) -> None:
     ("expand", [], lambda m: m.ExpandConfig()),
     ("experiment", [], lambda m: m.ExperimentConfig()),
     ("demo", [], lambda m: m.DemoConfig()),
-    ("serve", [], lambda m: m.HTTPConfig()),
+    ("serve", [], lambda m: m.ServeFlowConfig()),
 ])
 def test_flags_left_out_give_the_configs_defaults(name: str, argv: list[str],
                                                   default: Callable[[Any], Any]) -> None:

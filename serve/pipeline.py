@@ -1,0 +1,212 @@
+"""The online path of one request, as numbered stage calls on one immutable serving state.
+
+    1 context        serve/context.py        fill in time and device
+    2 user features  serve/user_features.py  online store, else the version's arrays, else OOV
+    3 retrieval      serve/retrieval.py      query tower + FAISS, interests, popularity
+    4 seen filter    serve/seen.py           drop what the user saw in the last days
+    5 item features  serve/ranking.py        gathered from the in-process array cache
+    6 ranking        serve/ranking.py        DLRM click probability (batched in Serve)
+    7 sampling       serve/sampling.py       top-k, or diversity sampling
+    8 response       here                    ids, scores, sources, version, degraded stages
+
+The state and the stores opened for it travel together as one `Live` value; `swap` replaces
+it in one assignment and every request reads it once, so a request never mixes versions.
+A store that cannot be reached degrades its stage (named in `degraded`, logged, counted)
+and never fails the request. The same object serves the Ray Serve ingress, a plain uvicorn
+app and the tests.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from collections import Counter, defaultdict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, cast
+
+import numpy as np
+
+from serve import ranking
+from serve.candidates import INTERESTS, Candidates
+from serve.config import ServeConfig, StoresConfig
+from serve.context import request_context
+from serve.event_log import Event, EventKind, open_log
+from serve.events import EventSink
+from serve.online import OnlineFeatures, open_online
+from serve.popularity import Popularity, PopularityConfig, open_popularity
+from serve.retrieval import fill, retrieve
+from serve.sampling import choose
+from serve.seen import SeenConfig, SeenFilter, open_seen
+from serve.state import ServingState
+from serve.stores import StoreUnavailable
+from serve.user_features import user_features
+
+log = logging.getLogger(__name__)
+
+STAGES = ("context", "user_features", "retrieval", "seen_filter", "item_features", "ranking",
+          "sampling", "response")
+Rank = Callable[[ServingState, dict[str, np.ndarray]], Awaitable[np.ndarray]]
+
+
+@dataclass(frozen=True)
+class Request:
+    user_id: str | None = None
+    device: str | None = None
+    timestamp: dt.datetime | None = None
+    k: int = 10
+    diversity: float = 0.0
+
+
+@dataclass(frozen=True)
+class Stores:
+    online: OnlineFeatures | None
+    seen: SeenFilter
+    popularity: Popularity
+    events: EventSink | None  # None: a read-only pipeline (evaluation), events refused
+
+
+@dataclass(frozen=True)
+class Live:
+    state: ServingState
+    stores: Stores
+
+
+def open_stores(state: ServingState, cfg: StoresConfig) -> Stores:
+    online = open_online(cfg.online, state.bundle)
+    seen = open_seen(cfg.seen)
+    popularity = open_popularity(cfg.popularity, state.popularity, state.item_category,
+                                 state.version)
+    events = EventSink(log=open_log(cfg.events), seen=seen, online=online,
+                       popularity=popularity, item_pos=state.item_pos,
+                       item_category=state.item_category, activity=cfg.activity,
+                       n_categories=state.n_categories)
+    return Stores(online=online, seen=seen, popularity=popularity, events=events)
+
+
+def bare_stores(state: ServingState) -> Stores:
+    """No online store, no seen filter, the version's popularity, no events: the serving path
+    exactly as the version was published (offline evaluation)."""
+    return Stores(online=None, seen=open_seen(SeenConfig(backend="off")),
+                  popularity=open_popularity(PopularityConfig(), state.popularity,
+                                             state.item_category, state.version),
+                  events=None)
+
+
+async def rank_now(state: ServingState, x: dict[str, np.ndarray]) -> np.ndarray:
+    return ranking.score(state, [x])[0]
+
+
+class Pipeline:
+    def __init__(self, state: ServingState, stores: Stores, cfg: ServeConfig | None = None,
+                 seed: int | None = None) -> None:
+        self.live = Live(state, stores)
+        self.cfg = cfg or ServeConfig()
+        self.rng = np.random.default_rng(seed)
+        self.degraded: Counter[str] = Counter()  # requests answered with a stage degraded
+        self.seconds: dict[str, float] = defaultdict(float)  # per stage, over all requests
+        self.requests = 0
+
+    def swap(self, state: ServingState, stores: Stores) -> None:
+        self.live = Live(state, stores)
+
+    async def recommend(self, req: Request, rank: Rank = rank_now) -> dict[str, Any]:
+        live = self.live  # one version for the whole request
+        state, stores, cfg = live.state, live.stores, self.cfg
+        degraded: list[str] = []
+        clock = _Clock(self.seconds)
+        ctx = request_context(req.device, req.timestamp, state.devices)  # 1
+        clock.tick("context")
+        user = user_features(state, stores.online, req.user_id, degraded)  # 2
+        clock.tick("user_features")
+        cands = retrieve(state, stores.popularity, user, ctx, cfg)  # 3
+        clock.tick("retrieval")
+        cands, dropped = self._unseen(stores.seen, req.user_id, state, cands, degraded)  # 4
+        cands = fill(cands, stores.popularity, ctx, req.k, exclude=dropped)
+        clock.tick("seen_filter")
+        x = ranking.rows(state, user, ctx, cands)  # 5
+        clock.tick("item_features")
+        scores = await rank(state, x)  # 6
+        clock.tick("ranking")
+        chosen = choose(scores, req.k, req.diversity, cfg.temperature, self.rng,  # 7
+                        reserved=cands.has(INTERESTS), reserve_share=cfg.interest_share)
+        clock.tick("sampling")
+        sources = cands.keep(chosen).source_names()  # 8
+        out = {
+            "user_id": req.user_id,
+            "known_user": user.known,
+            "device": ctx.device,
+            "model_version": state.version,
+            "items": [{"item_id": state.item_ids[cands.rows[t]], "score": float(scores[t]),
+                       "source": s} for t, s in zip(chosen.tolist(), sources, strict=True)],
+            "degraded": degraded,
+            "warnings": [ctx.warning] if ctx.warning else [],
+        }
+        clock.tick("response")
+        self.requests += 1
+        self.degraded.update(degraded)
+        return out
+
+    def _unseen(self, seen: SeenFilter, user_id: str | None, state: ServingState,
+                cands: Candidates, degraded: list[str]) -> tuple[Candidates, np.ndarray | None]:
+        if user_id is None or not len(cands):
+            return cands, None
+        try:
+            mask = seen.seen(user_id, state.item_ids[cands.rows])
+        except StoreUnavailable as e:
+            log.warning("seen filter unavailable, answering without it: %s", e)
+            degraded.append("seen_filter")
+            return cands, None
+        return cands.keep(~mask), cands.rows[mask]
+
+    def event(self, user_id: str, item_id: str, event: str, device: str | None,
+              timestamp: dt.datetime | None) -> dict[str, Any]:
+        """Log one event durably, then apply it (seen filter, interests, popularity). Raises
+        ValueError for an item the catalog does not have (nothing is written), and
+        StoreUnavailable when the log cannot take it (nothing was acknowledged)."""
+        live = self.live
+        if live.stores.events is None:
+            raise StoreUnavailable("this pipeline takes no events (it was opened read-only)")
+        ts, warnings = event_time(timestamp, dt.datetime.now(dt.UTC))
+        ctx = request_context(device, ts, live.state.devices)
+        ev = Event(user_id=user_id, item_id=item_id, event=cast(EventKind, event), device=device,
+                   ts=ts.replace(tzinfo=None))
+        out = live.stores.events.handle(ev, ctx.device_index, ctx.hour)
+        self.degraded.update(out.get("degraded", []))
+        return out | {"warnings": warnings + ([ctx.warning] if ctx.warning else [])}
+
+    def stage_ms(self) -> dict[str, float]:
+        """Mean milliseconds per request in each stage since start."""
+        n = max(self.requests, 1)
+        return {s: 1000 * self.seconds.get(s, 0.0) / n for s in STAGES}
+
+
+def event_time(timestamp: dt.datetime | None, now: dt.datetime,
+               slack: dt.timedelta = dt.timedelta(days=1)) -> tuple[dt.datetime, list[str]]:
+    """An event's time in UTC: the client's when within `slack` of the server's clock, else
+    the server's, with a warning (a clock far off would put the event in a training day it
+    does not belong to)."""
+    if timestamp is None:
+        return now, []
+    aware = timestamp if timestamp.tzinfo is not None else timestamp.replace(tzinfo=dt.UTC)
+    try:
+        if abs(aware - now) <= slack:
+            return aware.astimezone(dt.UTC), []
+    except OverflowError:
+        pass
+    return now, [f"timestamp {timestamp.isoformat()} is more than {slack} from the server's "
+                 f"clock; the event was recorded at the server's time {now.isoformat()}"]
+
+
+class _Clock:
+    """Adds the time since the previous tick to `totals[stage]`."""
+
+    def __init__(self, totals: dict[str, float]) -> None:
+        self.totals = totals
+        self.t = time.perf_counter()
+
+    def tick(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.totals[stage] += now - self.t
+        self.t = now

@@ -1,0 +1,65 @@
+"""Stage 2: one user's model-ready features.
+
+The online store holds them (one entity read per request): the version's columns as
+materialized, with `top_category` and the category shares moved by the user's events since.
+When the store has no entry the version's own arrays answer (computed once at load); a user
+the version has never seen gets the out-of-vocabulary row, the cold-start answer. A store that
+cannot be reached degrades to the version's arrays: the answer is still personal, only the
+last events' shift is missing.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+from serve.online import OnlineFeatures
+from serve.state import ServingState
+from serve.stores import StoreUnavailable
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class User:
+    user_id: str | None
+    cols: dict[str, np.ndarray]  # state.USER_COLUMNS, each (1, ...), plus user_pos (1,)
+    known: bool  # in the version's vocabulary
+    has_history: bool  # any interaction known, from training or from events
+    vector: np.ndarray | None  # (1, D) query-tower vector when precomputed, else None
+
+    @property
+    def top_category(self) -> int:
+        return int(self.cols["top_category"][0])
+
+
+def user_features(state: ServingState, online: OnlineFeatures | None, user_id: str | None,
+                  degraded: list[str]) -> User:
+    row = state.users.row(user_id) if user_id is not None else -1
+    vector: np.ndarray | None
+    if row >= 0:
+        cols = {k: v[row:row + 1] for k, v in state.users.cols.items()}
+        vector = state.users.vectors[row:row + 1]
+    else:
+        cols = dict(state.oov_user)
+        vector = state.oov_vector
+    if user_id is not None and online is not None:
+        try:
+            got = online.user(user_id)
+        except StoreUnavailable as e:
+            log.warning("online features unavailable, using the version's: %s", e)
+            degraded.append("user_features")
+            got = None
+        if got is not None:
+            history = np.asarray(got.history, np.float32)[None, :]
+            if got.top_category != cols["top_category"][0] or not np.array_equal(
+                    history, cols["history"]):  # moved by events: the tower runs on it
+                cols["top_category"] = np.array([got.top_category], np.int64)
+                cols["history"] = history
+                vector = None
+    cols["user_pos"] = np.array([row], np.int64)
+    any_history = bool(cols["history"].any())
+    return User(user_id=user_id, cols=cols, known=bool(cols["user"][0] != 0),
+                has_history=any_history, vector=vector)
