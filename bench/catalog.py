@@ -98,14 +98,16 @@ def million_bundle(bundle: Bundle, cfg: CatalogConfig | None = None) -> Million:
             item_vectors(big.two_tower, {k: v[s:s + cfg.chunk] for k, v in rows.items()})
             for s in range(0, cfg.n_items, cfg.chunk)])  # (I, D)
         np.save(vectors_path, vectors)
-    hnsw_path, meta_path = folder / f"hnsw-m{cfg.hnsw_m}.faiss", folder / f"hnsw-m{cfg.hnsw_m}.json"
+    built = IndexConfig(kind="hnsw", hnsw_m=cfg.hnsw_m)
+    name = f"hnsw-m{built.hnsw_m}-efc{built.hnsw_ef_construction}"
+    hnsw_path, meta_path = folder / f"{name}.faiss", folder / f"{name}.json"
     cached = hnsw_path.exists() and meta_path.exists()
     if cached:
         hnsw = load_index(hnsw_path)
         build_s = float(json.loads(meta_path.read_text())["build_s"])
     else:
         tb = time.perf_counter()
-        hnsw = build_index(vectors, IndexConfig(kind="hnsw", hnsw_m=cfg.hnsw_m))
+        hnsw = build_index(vectors, built)
         build_s = time.perf_counter() - tb
         save_index(hnsw, hnsw_path)
         meta_path.write_text(json.dumps({"build_s": build_s}))

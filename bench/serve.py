@@ -46,6 +46,7 @@ from fastapi import FastAPI
 from ray import serve
 
 from bench import report
+from index.faiss_index import IndexConfig
 
 LUA = Path(__file__).with_name("serve_load.lua")
 CLIENTS = (1, 8, 32)
@@ -347,8 +348,8 @@ def million_lines(artifacts: Path, stores: Any, requests: int, seed: int) -> lis
     m.bundle.index.hnsw.efSearch = chosen.ef_search
     lines = [f"synthetic catalog: {state.item_ids.size:,} items, the {len(original.items):,} "
              f"originals and replicas under new ids (content noise {cfg.noise} x spread)",
-             f"  HNSW M={cfg.hnsw_m} (efConstruction: FAISS default 40) built in "
-             f"{m.build_s:.0f} s{' (cached)' if m.cached else ''}; catalog, vectors and "
+             f"  HNSW M={cfg.hnsw_m} (efConstruction {IndexConfig().hnsw_ef_construction}) "
+             f"built in {m.build_s:.0f} s{' (cached)' if m.cached else ''}; catalog, vectors and "
              f"indexes ready in {m.seconds:.0f} s",
              f"  exact IndexFlatIP top-100: {exact_ms:.1f} ms/query"]
     for p in points:

@@ -38,6 +38,14 @@ class RayConfig:
 
 
 @contextlib.contextmanager
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 def start_ray(cfg: RayConfig | None = None) -> Iterator[None]:
     """Start (or join) Ray for the duration of a `with` block, and shut it down after."""
     import ray
@@ -48,6 +56,11 @@ def start_ray(cfg: RayConfig | None = None) -> Iterator[None]:
         return
     if cfg.fast_serve:
         os.environ.update(SERVE_FAST_ENV)
+        # HAProxy's stats and metrics ports default to 8404 and 9101: a second Serve on the
+        # machine (another session, a test run beside `warmstart serve`) would find them
+        # taken and its proxy would exit at start. Free ports, unless set by the user.
+        for name in ("RAY_SERVE_HAPROXY_STATS_PORT", "RAY_SERVE_HAPROXY_METRICS_PORT"):
+            os.environ.setdefault(name, str(_free_port()))
     os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "0")
     # Ray Train's V2 API is the default in 2.60; keep logs quiet enough to read progress.
     # The dashboard process also serves the State API that Ray Train's controller polls.

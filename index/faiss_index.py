@@ -19,6 +19,9 @@ class IndexConfig:
     kind: str = "auto"  # "flat" (exact), "hnsw", or "auto": flat up to `flat_max` vectors
     flat_max: int = 200_000
     hnsw_m: int = 32
+    # Build-time search width: FAISS's default of 40 left recall@100 at 0.56 on a 1M-item
+    # catalog (bench.serve); 200 builds ~5x slower and finds far better neighbours.
+    hnsw_ef_construction: int = 200
     hnsw_ef_search: int = 256
 
     def __post_init__(self) -> None:
@@ -39,6 +42,7 @@ def build_index(vectors: np.ndarray, cfg: IndexConfig | None = None) -> faiss.In
         index = faiss.IndexFlatIP(d)
     else:
         index = faiss.IndexHNSWFlat(d, cfg.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = cfg.hnsw_ef_construction
         index.hnsw.efSearch = cfg.hnsw_ef_search
     index.add(x)
     return index

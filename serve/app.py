@@ -240,6 +240,10 @@ def build_app(artifacts: Path, cfg: ServeConfig | None = None,
     # `@serve.deployment` turned the class into a Deployment; mypy still sees the class.
     deployment: Any = Ingress
     r = replicas or ReplicaConfig()
+    if r.replicas > 1 and "memory" in (stores.seen.backend, stores.popularity.backend):
+        log.warning("%d replicas with in-process seen filters or popularity: each replica "
+                    "sees only the events it took; put the stores on Redis/Valkey (--redis)",
+                    r.replicas)
     return deployment.options(
         user_config=user_config, num_replicas=r.replicas,
         ray_actor_options={"num_cpus": r.num_cpus},

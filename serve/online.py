@@ -33,7 +33,7 @@ from urllib.parse import unquote, urlparse
 import numpy as np
 import pandas as pd
 
-from serve.stores import StoreUnavailable, redis_errors
+from serve.stores import StoreUnavailable, no_retry, redis_errors
 from train.features import OOV
 
 log = logging.getLogger(__name__)
@@ -299,6 +299,8 @@ class FeastOnline:
         self._read = read
         self._key, self._value = EntityKey, Value
         self._online = store._get_provider().online_store  # the online store's own reads
+        if hasattr(self._online, "_get_client"):  # Redis: fail at once when the server is gone
+            self._online._get_client(self._config.online_store).set_retry(no_retry())
         self._views = [(store.get_feature_view(v), f)
                        for v, f in (("user_profile", PROFILE), ("user_activity", ACTIVITY))]
         self._refs = [f"user_profile:{f}" for f in PROFILE] + [

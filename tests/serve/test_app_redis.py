@@ -64,7 +64,7 @@ def test_redis_killed_mid_load_degrades_and_loses_no_acknowledged_event(
 
         with httpx.Client(base_url=url, timeout=30) as c:
             health = c.get("/healthz").json()
-        assert health["stores"]["seen"] == "redis-bloom", health
+        assert health["stores"]["seen"] == "bloom", health
         thread = threading.Thread(target=load)
         thread.start()
         time.sleep(3)
