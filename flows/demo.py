@@ -132,6 +132,8 @@ def demo(cfg: DemoConfig) -> dict[str, Any]:
         after = [i["item_id"] for i in answers[-1]["items"]]
         print(f"[demo]   event to changed answer: {1000 * (time.perf_counter() - t_click):.0f} "
               f"ms; {clicked} is {'still there' if clicked in after else 'gone'}", flush=True)
+        # Diversity: the same user, sampled from the ranked candidates instead of the top 5.
+        answers.append(show(bodies[0] | {"diversity": 0.5}))
         serve.delete("warmstart")
     print(f"[demo] done in {time.perf_counter() - t0:.0f} s; data in {data}, models in "
           f"{artifacts}")

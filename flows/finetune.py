@@ -139,12 +139,15 @@ def plan_days(bundle: Bundle, cfg: FinetuneConfig, available: list[int],
     version's window (they join at the next full training)."""
     window = bundle.manifest["data_window"]
     old = tuple(window["train_days"])
-    new = cfg.new_days or (max(old) + 1,)
+    asked = cfg.new_days or (max(old) + 1,)
     if late := sorted(set(drained) & set(old)):
         print(f"[finetune] drained events of day(s) {late} fall in the version's training "
               "window; they are learned at the next full training")
-    new = tuple(sorted(set(new) | (set(drained) - set(old))))
-    val = cfg.val_days or tuple(d for d in window["val_days"] if d > max(new))
+    new = tuple(sorted(set(asked) | (set(drained) - set(old))))
+    # Validation: the version's validation days after the asked-for new days. Served events
+    # are dated by the clock, usually far past the dataset's days, so they do not move it.
+    val = cfg.val_days or tuple(d for d in window["val_days"]
+                                if d > max(asked) and d not in new)
     if overlap := sorted(set(new) & set(old)):
         raise ValueError(f"day(s) {overlap} are already in version {bundle.version}'s "
                          "training window; pass newer --days")

@@ -37,7 +37,6 @@ class RayConfig:
     worker_niceness: int = 0
 
 
-@contextlib.contextmanager
 def _free_port() -> int:
     import socket
 
@@ -46,6 +45,7 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+@contextlib.contextmanager
 def start_ray(cfg: RayConfig | None = None) -> Iterator[None]:
     """Start (or join) Ray for the duration of a `with` block, and shut it down after."""
     import ray

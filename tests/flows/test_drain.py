@@ -159,8 +159,12 @@ def test_drained_days_join_the_new_days_unless_already_learned() -> None:
         tuple(range(9)), (9, 10), (11,))
     assert plan_days(fake_bundle(), FinetuneConfig(val_days=(11,)), days + [15],
                      drained=(15,))[1:] == ((9, 15), (11,))
+    # Served events are dated by the clock, past every day of the dataset: validation stays
+    # on the version's validation days after the asked-for new day.
+    assert plan_days(fake_bundle(), FinetuneConfig(), days + [300], drained=(300,))[1:] == (
+        (9, 300), (10, 11))
     with pytest.raises(ValueError, match="pass --val-days"):
-        plan_days(fake_bundle(), FinetuneConfig(), days + [15], drained=(15,))
+        plan_days(fake_bundle(), FinetuneConfig(new_days=(11,)), days, drained=())
 
 
 def test_the_events_flag_names_the_log() -> None:
