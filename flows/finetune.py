@@ -39,6 +39,7 @@ from flows.layout import (
     Split,
     available_days,
     day_zero,
+    event_days,
     read_interactions,
     write_day_file,
 )
@@ -174,6 +175,10 @@ def finetune(cfg: FinetuneConfig, train_cfg: TrainConfig | None = None) -> dict[
     current = load_bundle(cfg.artifacts)
     drained = (drain_events(log_at(cfg.events), cfg.data, cfg.drain_batch)["days"]
                if cfg.events else [])
+    # Served events drained by an earlier run that stopped, or that this version was not
+    # trained on (a run that did not promote), are new days too.
+    learned = set(current.manifest["data_window"]["train_days"])
+    drained = sorted(set(drained) | (set(event_days(cfg.data)) - learned))
     old, new, val = plan_days(current, cfg, available_days(cfg.data), tuple(drained))
     print(f"[finetune] version {current.version}: new day(s) {list(new)}, replay "
           f"{cfg.replay_share:.0%} of days {old[0]}-{old[-1]}, validate on {list(val)}")

@@ -152,6 +152,12 @@ def day_zero(data: Path) -> dt.date:
     return first.date()
 
 
+def event_days(data: Path) -> list[int]:
+    """Days that hold served events (`events-*.parquet`, written by the event drain)."""
+    return sorted({int(p.parent.name.split("=")[1])
+                   for p in (data / INTERACTIONS).glob("day=*/events-*.parquet")})
+
+
 def day_folder(data: Path, day: int) -> Path:
     return data / INTERACTIONS / f"day={day:02d}"
 

@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from flows.finetune import FinetuneConfig, add_args, config, drain_events, plan_days
-from flows.layout import read_interactions
+from flows.layout import event_days, read_interactions
 from serve.event_log import Event, EventLog, LocalLog, RedisStreamLog
 from tests.redis_server import RedisServer
 from train import schema
@@ -72,6 +72,8 @@ def test_events_land_in_their_day_with_the_interactions_schema(tmp_path: Path) -
     for f in (data / "interactions").glob("day=*/events-*.parquet"):
         assert pq.read_schema(f).remove_metadata() == schema.INTERACTIONS
     assert log.read(None, 10) == []  # trimmed once written
+    # What finetune finds again when a run drained and then stopped before training.
+    assert event_days(data) == [0, 2, 15]
 
 
 def test_a_second_drain_writes_nothing(tmp_path: Path) -> None:
