@@ -33,4 +33,10 @@ def test_pipeline_beats_chance_and_reports_every_baseline(tiny_artifacts: Path) 
     assert g["dlrm"]["masked"]["auc"] != g["dlrm"]["overall"]["auc"]
     text = format_report(report)
     assert f"two_tower recall@{k} is" in text and "of the oracle's" in text
-    assert len(text.splitlines()) == 2 + 4 * 4 + 1 + 2 * 4
+    # The serving path's top 10 at each diversity setting: sampling spreads the lists.
+    div = report["diversity"]["settings"]
+    assert list(div) == ["0.0", "0.1", "0.25", "0.5", "1.0"]
+    assert div["1.0"]["category_diversity"] > div["0.0"]["category_diversity"]
+    assert div["1.0"]["categories_per_list"] > div["0.0"]["categories_per_list"]
+    assert all(0 <= m["ndcg@10"] <= 1 for m in div.values())
+    assert len(text.splitlines()) == 2 + 4 * 4 + 1 + 2 * 4 + 2 + len(div)

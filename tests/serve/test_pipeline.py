@@ -130,16 +130,34 @@ def test_a_click_hides_the_item_and_shifts_the_next_answer(state: ServingState,
     assert p.event(user, first, "click", "web", NOON)["degraded"] == []
     after = ask(p, user, 20)
     assert first not in ids(after)
-    # A category far from the user's: the least represented in their history.
+    # A category far from the user's: the least represented in their history. Clicks there
+    # move the user's shares in the online store, and the DLRM then scores the category's
+    # other (unclicked) items higher for this user.
+    from serve import ranking
+    from serve.candidates import Candidates
+    from serve.user_features import user_features
+
     hist = state.users.cols["history"][state.users.row(user)]
     cats = np.unique(state.item_category)
     far = int(cats[np.argmin(hist[cats])])
-    far_items = state.item_ids[state.item_category == far]
-    share = lambda a: np.isin(ids(a), far_items).mean()  # noqa: E731
-    start = share(ask(p, user, 20))
+    far_rows = np.flatnonzero(state.item_category == far)
+    far_items = state.item_ids[far_rows]
+    online = p.live.stores.online
+    ctx = request_context("web", NOON, state.devices)
+
+    def far_scores() -> np.ndarray:
+        u = user_features(state, online, user, [])
+        x = ranking.rows(state, u, ctx, Candidates.of(far_rows[5:], 1))
+        return ranking.score(state, [x])[0]
+
+    before_scores = far_scores()
     for item in far_items[:5]:
         p.event(user, str(item), "click", "web", NOON)
-    assert share(ask(p, user, 20)) > start
+    got = online.user(user)
+    assert got is not None and got.history[far] > hist[far] + 0.5
+    assert got.top_category == far
+    assert far_scores().mean() > before_scores.mean()
+    assert not set(map(str, far_items[:5])) & set(ids(ask(p, user, 20)))
     # Every acknowledged event is in the durable log.
     log = p.live.stores.events.log  # type: ignore[union-attr]
     assert [e.item_id for _, e in log.read(None, 100)] == [first, *map(str, far_items[:5])]
