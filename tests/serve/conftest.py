@@ -3,20 +3,11 @@ so every module that deploys the app uses this one (and deletes its app when don
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
-from serve.config import HTTPConfig, StoresConfig
 from tests.helpers import free_port
 
 
 @pytest.fixture(scope="session")
 def serve_port(ray_session: None) -> int:
     return free_port()
-
-
-def deploy(artifacts: Path, port: int, stores: StoresConfig) -> str:
-    from serve.app import run_app
-
-    return run_app(artifacts, HTTPConfig(port=port), stores=stores)

@@ -15,7 +15,7 @@ import pytest
 from serve.config import ServeConfig, StoresConfig
 from serve.event_log import EventLogConfig
 from serve.online import OnlineConfig
-from tests.serve.conftest import deploy
+from tests.serve.helpers import deploy, known_user
 from train.artifacts import ArtifactError, load_bundle
 
 pytestmark = pytest.mark.ray
@@ -33,10 +33,6 @@ def server(tiny_artifacts: Path, serve_port: int, tmp_path_factory: pytest.TempP
     yield deploy(tiny_artifacts.parent, serve_port, stores)
     serve.delete("warmstart")
 
-
-def known_user(artifacts: Path) -> str:
-    bundle = load_bundle(artifacts)
-    return str(next(u for u in bundle.users.index if u in bundle.features.users))
 
 
 def test_http_recommend_known_unknown_and_malformed(server: str, tiny_artifacts: Path) -> None:

@@ -11,15 +11,11 @@ import pytest
 from serve.config import StoresConfig
 from serve.online import OnlineConfig
 from tests.redis_server import RedisServer
-from tests.serve.conftest import deploy
+from tests.serve.helpers import deploy, known_user
 from train.artifacts import load_bundle
 
 pytestmark = pytest.mark.ray
 
-
-def known_user(artifacts: Path) -> str:
-    bundle = load_bundle(artifacts)
-    return str(next(u for u in bundle.users.index if u in bundle.features.users))
 
 
 def test_redis_killed_mid_load_degrades_and_loses_no_acknowledged_event(

@@ -1,0 +1,21 @@
+"""Helpers for the serving tests that deploy the app."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from serve.config import HTTPConfig, StoresConfig
+from train.artifacts import load_bundle
+
+
+def deploy(artifacts: Path, port: int, stores: StoresConfig) -> str:
+    """The app on the running Ray (Serve app "warmstart" at "/"); returns the base URL."""
+    from serve.app import run_app
+
+    return run_app(artifacts, HTTPConfig(port=port), stores=stores)
+
+
+def known_user(artifacts: Path) -> str:
+    """A user the version has in its vocabulary."""
+    bundle = load_bundle(artifacts)
+    return str(next(u for u in bundle.users.index if u in bundle.features.users))
