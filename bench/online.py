@@ -12,13 +12,9 @@ update through the push source) is printed beside the reads.
 from __future__ import annotations
 
 import argparse
-import shutil
-import socket
-import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
@@ -27,6 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bench.seen import redis_server
 from serve.online import OnlineConfig, materialize, open_online
 from train.features import Features, UserTable
 
@@ -52,34 +49,6 @@ def synthetic_bundle(root: Path, n_users: int, n_categories: int = 20, seed: int
     return SimpleNamespace(version="bench", path=root / "bench", features=features,
                            user_table=table, items=items, item_rows=features.item_table(items))
 
-
-@contextmanager
-def private_redis(folder: Path) -> Iterator[str]:
-    if shutil.which("redis-server") is None:
-        raise SystemExit("redis-server is not installed; pass --redis-url or install it")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1",
-                             "--dir", str(folder), "--save", "", "--appendonly", "no"],
-                            stdout=subprocess.DEVNULL)
-    import redis
-
-    client = redis.Redis(port=port, socket_connect_timeout=0.2)
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            client.ping()
-            break
-        except redis.ConnectionError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit("redis-server did not start") from None
-            time.sleep(0.05)
-    try:
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 def timed(fn: Callable[[int], object], n: int) -> tuple[float, float]:
@@ -137,7 +106,7 @@ def main(argv: list[str] | None = None) -> None:
             rows += run(bundle, OnlineConfig(store="redis", redis_url=args.redis_url,
                                              path=root / "redis"), args.reads)
         else:
-            with private_redis(root) as url:
+            with redis_server(root) as url:
                 rows += run(bundle, OnlineConfig(store="redis", redis_url=url,
                                                  path=root / "redis"), args.reads)
     print(f"\n{'path':34} {'median ms':>10} {'p99 ms':>8}")

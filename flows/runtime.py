@@ -37,7 +37,8 @@ class RayConfig:
     worker_niceness: int = 0
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
     import socket
 
     with socket.socket() as s:
@@ -60,7 +61,7 @@ def start_ray(cfg: RayConfig | None = None) -> Iterator[None]:
         # machine (another session, a test run beside `warmstart serve`) would find them
         # taken and its proxy would exit at start. Free ports, unless set by the user.
         for name in ("RAY_SERVE_HAPROXY_STATS_PORT", "RAY_SERVE_HAPROXY_METRICS_PORT"):
-            os.environ.setdefault(name, str(_free_port()))
+            os.environ.setdefault(name, str(free_port()))
     os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "0")
     # Ray Train's V2 API is the default in 2.60; keep logs quiet enough to read progress.
     # The dashboard process also serves the State API that Ray Train's controller polls.

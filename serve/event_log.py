@@ -17,12 +17,12 @@ import json
 import logging
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from serve.stores import StoreUnavailable, connect, redis_errors
+from serve.stores import connect, unavailable
 
 log = logging.getLogger(__name__)
 
@@ -158,21 +158,30 @@ class LocalLog:
             return max((seq for seq, _ in self._lines()), default=0)
 
     def _lines(self) -> Iterator[tuple[int, dict[str, Any]]]:
-        """(id, record) of every complete line; the trim marker and torn lines are skipped."""
+        """(id, record) of every complete line; the trim marker is skipped, and so is a torn
+        last line (a write a crash interrupted, never acknowledged). A damaged line anywhere
+        else held an acknowledged event: it is refused with its line number, never dropped."""
         if not self.path.exists():
             return
         with open(self.path, "rb") as f:
-            for n, raw in enumerate(f, 1):
-                try:
-                    if not raw.endswith(b"\n"):
-                        raise ValueError("no line end")
-                    rec = json.loads(raw)
-                except ValueError:
-                    log.warning("%s:%d: skipping a torn line (a write a crash interrupted, "
-                                "never acknowledged)", self.path, n)
-                    continue
+            lines = f.readlines()
+        for n, raw in enumerate(lines, 1):
+            try:
+                if not raw.endswith(b"\n"):
+                    raise ValueError("no line end")
+                rec = json.loads(raw)
                 if "id" in rec:
-                    yield int(rec["id"]), rec
+                    Event.from_json(rec)  # every field present and valid
+            except (ValueError, KeyError, TypeError) as e:
+                if n == len(lines):
+                    log.warning("%s:%d: skipping a torn line at the end (a write a crash "
+                                "interrupted, never acknowledged)", self.path, n)
+                    continue
+                raise ValueError(f"{self.path}:{n}: not an event record ({e!r}); restore the "
+                                 "line from a backup or remove it by hand; nothing was read "
+                                 "past it") from None
+            if "id" in rec:
+                yield int(rec["id"]), rec
 
     def read(self, after: str | None, count: int) -> list[tuple[str, Event]]:
         start = int(after) if after is not None else 0
@@ -221,13 +230,8 @@ class RedisStreamLog:
         self._redis = connect(url, timeout_s)
         self._url = url
 
-    @contextmanager
-    def _store(self, what: str) -> Iterator[None]:
-        try:
-            yield
-        except redis_errors() as e:
-            raise StoreUnavailable(f"event log {self.key!r} at {self._url}: {what} failed "
-                                   f"({e}); check that the Redis/Valkey server is up") from e
+    def _store(self, what: str) -> AbstractContextManager[None]:
+        return unavailable(f"event log {self.key!r} at {self._url}: {what}")
 
     def append(self, event: Event) -> str:
         fields = {k: "" if v is None else v for k, v in event.to_json().items()}

@@ -15,14 +15,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 
-from serve.stores import StoreUnavailable, connect, redis_errors
+from serve.stores import connect, unavailable
 
 log = logging.getLogger(__name__)
 
@@ -182,14 +181,8 @@ class RedisPopularity(Popularity):
         self._redis = connect(cfg.url)
         self._seen: dict[bytes, float] = {}  # field -> the shared total this replica applied
 
-    @contextmanager
-    def _store(self, what: str) -> Iterator[None]:
-        try:
-            yield
-        except redis_errors() as e:
-            raise StoreUnavailable(f"popularity hash {self.key!r} at {self.cfg.url}: {what} "
-                                   f"failed ({e}); check that the Redis/Valkey server is up"
-                                   ) from e
+    def _store(self, what: str) -> AbstractContextManager[None]:
+        return unavailable(f"popularity hash {self.key!r} at {self.cfg.url}: {what}")
 
     def _share(self, row: int, d: int, b: int, weight: float) -> None:
         field = f"{row}:{d}:{b}".encode()

@@ -32,8 +32,8 @@ import math
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from hashlib import blake2b
 from typing import Any, Protocol
@@ -41,7 +41,7 @@ from typing import Any, Protocol
 import numpy as np
 from rbloom import Bloom
 
-from serve.stores import StoreUnavailable, connect, redis_errors
+from serve.stores import StoreUnavailable, connect, redis_errors, unavailable
 
 log = logging.getLogger(__name__)
 
@@ -153,15 +153,10 @@ class _Cached:
         return [get(i) or self(i) for i in item_ids]
 
 
-@contextmanager
-def _store_errors(what: str, url: str) -> Iterator[None]:
+def _store_errors(what: str, url: str) -> AbstractContextManager[None]:
     """Redis/OS errors as `StoreUnavailable`, so a serving stage can answer without us."""
-    try:
-        yield
-    except redis_errors() as e:
-        raise StoreUnavailable(f"seen filter: {what} at {url} failed ({e}); check that the "
-                               "server is up, or set the seen backend to 'memory' or 'off'"
-                               ) from e
+    return unavailable(f"seen filter: {what} at {url}", "check that the server is up, or "
+                       "set the seen backend to 'memory' or 'off'")
 
 
 class MemoryFilter:

@@ -8,6 +8,8 @@ response's `degraded` list; nothing a store raises becomes a 5xx.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 
@@ -31,6 +33,17 @@ def connect(url: str, timeout_s: float = 0.25) -> Any:
 
     return redis.Redis.from_url(url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s,
                                 health_check_interval=0, retry=no_retry())
+
+
+@contextmanager
+def unavailable(what: str, fix: str = "check that the Redis/Valkey server is up"
+                ) -> Iterator[None]:
+    """Redis/OS errors inside the block as `StoreUnavailable("<what> failed (<error>);
+    <fix>")`: the one edge where a store's failure becomes something a stage degrades on."""
+    try:
+        yield
+    except redis_errors() as e:
+        raise StoreUnavailable(f"{what} failed ({e}); {fix}") from e
 
 
 def redis_errors() -> tuple[type[BaseException], ...]:

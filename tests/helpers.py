@@ -4,10 +4,11 @@ catalog whose right answers are known."""
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import pandas as pd
+
+from flows.runtime import free_port  # noqa: F401 - the tests import it from here
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"  # beside the checkout, as in CI; absent under /tmp clones
@@ -30,11 +31,6 @@ SHOES_AND_KITCHEN = pd.DataFrame({
     "price": [120.0, 150.0, 90.0, 40.0, 60.0, 25.0],
 })
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def clicks(rows: list[tuple[str, str, int]]) -> pd.DataFrame:

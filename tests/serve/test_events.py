@@ -264,3 +264,22 @@ def test_an_unknown_item_is_refused_before_anything_is_written() -> None:
     with pytest.raises(ValueError, match="'nope' is not in the catalog"):
         sink(journal).handle(Event("u", "nope", "click", None, T0), device=0, hour=0)
     assert journal == []
+
+
+def test_a_damaged_line_inside_the_log_is_refused_with_its_line_not_dropped(
+        tmp_path: Path) -> None:
+    """Only a torn last line was never acknowledged. A damaged line before it held an event
+    the client was told is safe: reading (and so draining and trimming) stops there and
+    names the file and line, instead of trimming it away."""
+    path = tmp_path / "events.jsonl"
+    log_ = LocalLog(path)
+    for n in range(3):
+        log_.append(event(n))
+    lines = path.read_bytes().splitlines(keepends=True)
+    lines[1] = b'{"id": 2, "user_id": "u1", "item_id": \n'
+    path.write_bytes(b"".join(lines))
+    with pytest.raises(ValueError, match=r"events\.jsonl:2: not an event record"):
+        LocalLog(path).read(None, 10)
+    with pytest.raises(ValueError, match=r"events\.jsonl:2"):
+        LocalLog(path).trim("3")
+    assert path.read_bytes() == b"".join(lines)  # nothing rewritten, nothing lost
