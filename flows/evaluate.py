@@ -207,7 +207,7 @@ def _diversity(bundle: Bundle, test: pd.DataFrame, item_pos: dict[str, int],
     async def lists(d: float) -> np.ndarray:
         out = []
         for r in clicked.itertuples():
-            ts = pd.Timestamp(r.ts).to_pydatetime()
+            ts = pd.Timestamp(r.ts).to_pydatetime() if pd.notna(r.ts) else None
             answer = await pipeline.recommend(Request(user_id=r.user_id, device=r.device,
                                                       timestamp=ts, k=10, diversity=d))
             out.append([state.item_pos[i["item_id"]] for i in answer["items"]])

@@ -175,7 +175,7 @@ class Fitted:
 def fit_features(data: Path, days: tuple[int, ...], users: pd.DataFrame, items: pd.DataFrame,
                  content: np.ndarray | None, cfg: TrainConfig) -> Fitted:
     """Fit every transformer on the given (training) days and build the user history."""
-    rows = read_interactions(data, days, ("user_id", "item_id", "device", "label"))
+    rows = read_interactions(data, days, ("user_id", "item_id", "device", "hour", "label"))
     enc = {} if cfg.text_encoder is None else {"text": asdict(cfg.text_encoder),
                                                "image": image_encoder_used(items, cfg)}
     features = Features.fit(rows, users.reset_index(), items, cfg.min_freq, content,

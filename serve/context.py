@@ -2,7 +2,9 @@
 
 No timestamp -> the server's clock (UTC). A device the version never saw -> the unknown
 device (OOV), which training taught the models (`mask_devices`); the answer says so in its
-warnings rather than refusing the request.
+warnings rather than refusing the request. A version trained on data without times
+(`Features.time_known` off) answers every request as of an unknown hour and weekday (-1):
+its models learned nothing about either.
 """
 
 from __future__ import annotations
@@ -17,8 +19,8 @@ from train.features import OOV
 class Context:
     device: str | None  # as the request named it, None when unknown to the version
     device_index: int  # in the version's device vocabulary, OOV when unknown
-    hour: int
-    weekday: int
+    hour: int  # 0-23, -1 unknown
+    weekday: int  # Monday = 0, -1 unknown
     warning: str | None = None
 
 
@@ -32,8 +34,9 @@ def utc_hour_and_weekday(ts: dt.datetime) -> tuple[int, int]:
 
 
 def request_context(device: str | None, timestamp: dt.datetime | None,
-                    devices: dict[str, int]) -> Context:
-    hour, weekday = utc_hour_and_weekday(timestamp or dt.datetime.now(dt.UTC))
+                    devices: dict[str, int], time_known: bool = True) -> Context:
+    hour, weekday = (utc_hour_and_weekday(timestamp or dt.datetime.now(dt.UTC)) if time_known
+                     else (-1, -1))
     index = devices.get(device, OOV) if device is not None else OOV
     warning = None
     if device is not None and index == OOV:

@@ -116,7 +116,8 @@ class Pipeline:
         state, stores, cfg = live.state, live.stores, self.cfg
         degraded: list[str] = []
         clock = _Clock(self.seconds)
-        ctx = request_context(req.device, req.timestamp, state.devices)  # 1
+        ctx = request_context(req.device, req.timestamp, state.devices,  # 1
+                              state.bundle.features.time_known)
         clock.tick("context")
         user = user_features(state, stores.online, req.user_id, degraded)  # 2
         clock.tick("user_features")
@@ -169,7 +170,8 @@ class Pipeline:
         if live.stores.events is None:
             raise StoreUnavailable("this pipeline takes no events (it was opened read-only)")
         ts, warnings = event_time(timestamp, dt.datetime.now(dt.UTC))
-        ctx = request_context(device, ts, live.state.devices)
+        ctx = request_context(device, ts, live.state.devices,
+                              live.state.bundle.features.time_known)
         ev = Event(user_id=user_id, item_id=item_id, event=cast(EventKind, event), device=device,
                    ts=ts.replace(tzinfo=None))
         out = live.stores.events.handle(ev, ctx.device_index, ctx.hour)

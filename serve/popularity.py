@@ -29,18 +29,35 @@ log = logging.getLogger(__name__)
 def counts(item_pos: np.ndarray, device: np.ndarray, hour: np.ndarray, label: np.ndarray,
            n_items: int, n_devices: int, hour_buckets: int = 4) -> np.ndarray:
     """(I, D, H) clicks per item row, device index and hour bucket, from training rows
-    (item_pos: catalog row, device: device index, hour 0-23, label 1 = click), all (N,)."""
+    (item_pos: catalog row, device: device index, hour 0-23 or -1 for unknown, label 1 =
+    click), all (N,). A click at an unknown hour counts 1/H in every bucket."""
     item_pos, device, hour = (np.asarray(a, np.int64) for a in (item_pos, device, hour))
     clicked = np.asarray(label) > 0  # N
+    if (hour < 0).any():
+        timed = hour >= 0
+        spread = np.repeat(np.flatnonzero(clicked & ~timed), hour_buckets)  # each in all H
+        at = np.concatenate([np.flatnonzero(clicked & timed), spread])
+        bucket = np.concatenate([hour[clicked & timed] * hour_buckets // 24,
+                                 np.tile(np.arange(hour_buckets), int((clicked & ~timed).sum()))])
+        weight = np.concatenate([np.ones(int((clicked & timed).sum())),
+                                 np.full(len(spread), 1.0 / hour_buckets)])
+        return _cells(item_pos[at], device[at], bucket, weight, n_items, n_devices,
+                      hour_buckets)
     if len(item_pos) and (item_pos.min() < 0 or item_pos.max() >= n_items):
         raise ValueError(f"item rows must be in [0, {n_items}); map item ids to catalog rows "
                          "and drop items outside the catalog first")
     if len(device) and (device.min() < 0 or device.max() >= n_devices):
         raise ValueError(f"device indices must be in [0, {n_devices}); look devices up in the "
                          "version's device vocabulary (0 = unknown)")
-    bucket = hour * hour_buckets // 24  # N
+    return _cells(item_pos[clicked], device[clicked], hour[clicked] * hour_buckets // 24,
+                  None, n_items, n_devices, hour_buckets)
+
+
+def _cells(item_pos: np.ndarray, device: np.ndarray, bucket: np.ndarray,
+           weight: np.ndarray | None, n_items: int, n_devices: int, hour_buckets: int
+           ) -> np.ndarray:
     cell = (item_pos * n_devices + device) * hour_buckets + bucket  # N
-    flat = np.bincount(cell[clicked], minlength=n_items * n_devices * hour_buckets)
+    flat = np.bincount(cell, weights=weight, minlength=n_items * n_devices * hour_buckets)
     return flat.reshape(n_items, n_devices, hour_buckets)  # I, D, H
 
 
@@ -96,14 +113,17 @@ class Popularity:
         self._cache: dict[tuple[int, int, int | None], tuple[int, float, np.ndarray]] = {}
 
     def _cell(self, device: int, hour: int) -> tuple[int, int]:
-        if not 0 <= hour <= 23:
-            raise ValueError(f"hour must be in 0-23, got {hour}")
+        """(device, hour bucket); bucket -1 for an unknown hour (-1): the whole day."""
+        if not -1 <= hour <= 23:
+            raise ValueError(f"hour must be in 0-23, or -1 for unknown, got {hour}")
         d = device if 0 <= device < self.n_devices else 0  # unknown device
-        return d, hour * self.hour_buckets // 24
+        return d, hour * self.hour_buckets // 24 if hour >= 0 else -1
 
     def _scores(self, d: int, b: int, rows: np.ndarray | None) -> np.ndarray:
         total = max(self._total, 1.0)
-        cell = self._counts[d, b] if rows is None else self._counts[d, b, rows]
+        counts = self._counts[d] if b >= 0 else self._counts[d].sum(0, keepdims=True)
+        b = max(b, 0)
+        cell = counts[b] if rows is None else counts[b, rows]
         glob = self._global if rows is None else self._global[rows]
         return cell + self.cfg.smoothing * glob / total
 
@@ -152,13 +172,18 @@ class Popularity:
 
     def record(self, row: int, device: int, hour: int, weight: float = 1.0) -> None:
         """Count one click (of `weight`) here at once; raises StoreUnavailable when the shared
-        store is down (the click then counts on this replica only)."""
+        store is down (the click then counts on this replica only). A click at an unknown
+        hour (-1) counts 1/H in every hour bucket, as in `counts`."""
         if not 0 <= row < self.n_items:
             raise ValueError(f"item row {row} is outside the catalog (0-{self.n_items - 1})")
         d, b = self._cell(device, hour)
+        cells = [(b, weight)] if b >= 0 else [(k, weight / self.hour_buckets)
+                                              for k in range(self.hour_buckets)]
         with self._lock:
-            self._apply(row, d, b, weight)
-            self._share(row, d, b, weight)
+            for bb, w in cells:
+                self._apply(row, d, bb, w)
+            for bb, w in cells:
+                self._share(row, d, bb, w)
 
     def _share(self, row: int, d: int, b: int, weight: float) -> None:
         """Publish one click to the other replicas (nothing to do in memory)."""

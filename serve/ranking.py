@@ -14,6 +14,7 @@ from serve.candidates import Candidates
 from serve.context import Context
 from serve.state import ServingState
 from serve.user_features import User
+from train.features import time_columns
 from train.scoring import click_probability
 
 
@@ -35,16 +36,9 @@ def rows(state: ServingState, user: User, ctx: Context, cands: Candidates
 
 def context_columns(ctx: Context, n: int) -> dict[str, np.ndarray]:
     """The same columns as `Features.context_features`, for one context repeated n times."""
-    h, w = ctx.hour, ctx.weekday
-    return {
-        "device": np.full(n, ctx.device_index, np.int64),
-        "hour": np.full(n, h + 1, np.int64),
-        "weekday": np.full(n, w + 1, np.int64),
-        "hour_sin": np.full(n, np.sin(2 * np.pi * h / 24), np.float32),
-        "hour_cos": np.full(n, np.cos(2 * np.pi * h / 24), np.float32),
-        "weekday_sin": np.full(n, np.sin(2 * np.pi * w / 7), np.float32),
-        "weekday_cos": np.full(n, np.cos(2 * np.pi * w / 7), np.float32),
-    }
+    one = time_columns(np.array([ctx.hour]), np.array([ctx.weekday]))
+    return {"device": np.full(n, ctx.device_index, np.int64)} | {
+        k: np.full(n, v[0], v.dtype) for k, v in one.items()}
 
 
 def score(state: ServingState, batch: list[dict[str, np.ndarray]]) -> list[np.ndarray]:

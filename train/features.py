@@ -104,6 +104,9 @@ class Features:
     content_pca: PCA | None = None
     content_encoder: dict[str, Any] = field(default_factory=dict)  # how content was embedded
     min_freq: int = 1
+    # Whether the training events had times. Data without them (hour -1) taught the models
+    # nothing about hours, so serving then answers every request as of an unknown time.
+    time_known: bool = True
     vocab: dict[str, dict[str, int]] = field(init=False, repr=False)
     cardinalities: dict[str, int] = field(init=False)
 
@@ -128,7 +131,7 @@ class Features:
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
+        self.__dict__.update({"time_known": True} | state)  # versions before the field had it
         self.__post_init__()
 
     @property
@@ -152,7 +155,8 @@ class Features:
         """Fit on training interactions; users/items are the full tables for attributes.
 
         `content` (I, E) holds raw content embeddings of the catalog rows (text, or text and
-        image side by side); PCA reduces them to `content_dim`.
+        image side by side); PCA reduces them to `content_dim`. An `hour` column in
+        `interactions` whose values are all -1 (no times in the data) sets `time_known` off.
         """
         if interactions.empty:
             raise ValueError("no training interactions to fit features on; check the data "
@@ -190,6 +194,7 @@ class Features:
             content_pca=pca,
             content_encoder=content_encoder or {},
             min_freq=min_freq,
+            time_known="hour" not in interactions or bool((interactions["hour"] >= 0).any()),
         )
 
     # ----- transforms shared by training and serving -------------------------------------------
@@ -260,17 +265,9 @@ class Features:
     def context_features(self, device: np.ndarray | pd.Series, hour: np.ndarray | pd.Series,
                          weekday: np.ndarray | pd.Series) -> dict[str, np.ndarray]:
         """Request context: device (OOV when unknown), hour and weekday, also as sin/cos."""
-        hour = np.asarray(hour, dtype=np.int64)
-        weekday = np.asarray(weekday, dtype=np.int64)
-        return {
-            "device": self.lookup("device", np.asarray(device, dtype=object)),
-            "hour": hour + 1,
-            "weekday": weekday + 1,
-            "hour_sin": np.sin(2 * np.pi * hour / 24).astype(np.float32),
-            "hour_cos": np.cos(2 * np.pi * hour / 24).astype(np.float32),
-            "weekday_sin": np.sin(2 * np.pi * weekday / 7).astype(np.float32),
-            "weekday_cos": np.cos(2 * np.pi * weekday / 7).astype(np.float32),
-        }
+        return {"device": self.lookup("device", np.asarray(device, dtype=object))
+                } | time_columns(np.asarray(hour, dtype=np.int64),
+                                 np.asarray(weekday, dtype=np.int64))
 
     # ----- persistence -----------------------------------------------------------------------
 
@@ -293,6 +290,20 @@ class Features:
         if not isinstance(features, cls):
             raise RuntimeError(f"{folder / 'features.joblib'} does not hold fitted features")
         return features
+
+
+def time_columns(hour: np.ndarray, weekday: np.ndarray) -> dict[str, np.ndarray]:
+    """Hour and weekday as embedding indices (0 = unknown, for -1) and as sin/cos (0 and 0
+    when unknown: no position on the circle)."""
+    known_h, known_w = hour >= 0, weekday >= 0
+    return {
+        "hour": np.where(known_h, hour + 1, OOV),
+        "weekday": np.where(known_w, weekday + 1, OOV),
+        "hour_sin": np.where(known_h, np.sin(2 * np.pi * hour / 24), 0).astype(np.float32),
+        "hour_cos": np.where(known_h, np.cos(2 * np.pi * hour / 24), 0).astype(np.float32),
+        "weekday_sin": np.where(known_w, np.sin(2 * np.pi * weekday / 7), 0).astype(np.float32),
+        "weekday_cos": np.where(known_w, np.cos(2 * np.pi * weekday / 7), 0).astype(np.float32),
+    }
 
 
 @dataclass

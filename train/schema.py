@@ -21,9 +21,9 @@ import pyarrow.parquet as pq
 INTERACTIONS = pa.schema([
     pa.field("user_id", pa.string()),
     pa.field("item_id", pa.string()),
-    pa.field("ts", pa.timestamp("ms")),  # naive UTC
-    pa.field("hour", pa.int8()),  # 0-23, of `ts`
-    pa.field("weekday", pa.int8()),  # Monday = 0
+    pa.field("ts", pa.timestamp("ms")),  # naive UTC; null where the source had no time
+    pa.field("hour", pa.int8()),  # 0-23, of `ts`; -1 unknown
+    pa.field("weekday", pa.int8()),  # Monday = 0; -1 unknown
     pa.field("device", pa.string()),  # web, ios, android; "unknown" where the source has none
     pa.field("label", pa.int8()),  # 1 = clicked (or liked), 0 = shown and not
 ])

@@ -19,12 +19,21 @@ Files are read column by column (flows/load/records.py, fields.py): parquet colu
 their types, text files are parsed once per distinct value. Events are cut into `days`
 buckets of equal count by timestamp, so the standard `Split` (days 0-8 train, 9-11 validate,
 12-13 test) becomes a time-based split: with 14 buckets the latest ~14% of events are the
-test set. There is no `truth/` folder: evaluation on loaded data is beside popularity only.
+test set. Events without a time have no hour or weekday (-1, unknown to the models) and are
+placed by `LoadConfig.untimed_split`: a seeded random day, or per-user leave-last-out. There
+is no `truth/` folder: evaluation on loaded data is beside popularity only.
 
-A row that does not parse is logged and listed in `load_report.json` with its file, line and
-column (the source's own column name), then skipped; when more than `max_bad_share` of a
-file's rows are bad the load stops, since that means a wrong file or format rather than a few
-damaged lines.
+Nothing a user would expect kept is lost:
+    - a missing-value marker (empty, NULL, NA, NaN, None, N/A; `--na-values`) makes that
+      attribute unknown, never a bad row;
+    - an attribute value that does not parse (an age of "abc") is dropped, not its entity;
+    - an event naming a user or item its table lacks is kept, and the id joins the table
+      with no attributes (`--strict-ids` skips such events instead);
+    - only a row without its required fields (ids, rating or label) is skipped.
+Every finding is listed in `load_report.json` with its file, line, column (the source's own
+name) and reason; the terminal gets one summary line per kind (`summary_table`). When more
+than `max_bad_share` of a file's rows are skipped the load stops, since that means a wrong
+file or format rather than a few damaged lines.
 """
 
 from __future__ import annotations
@@ -35,9 +44,16 @@ from pathlib import Path
 
 from flows.layout import LOAD_REPORT, REVIEWS, check_out
 from flows.load import amazon_books, generic, movielens, retail_demo_store
-from flows.load.config import PRESETS, EventColumns, ItemColumns, LoadConfig, UserColumns
+from flows.load.config import (
+    PRESETS,
+    UNTIMED_SPLITS,
+    EventColumns,
+    ItemColumns,
+    LoadConfig,
+    UserColumns,
+)
 from flows.load.records import Source
-from flows.load.write import write_dataset
+from flows.load.write import summary_table, write_dataset
 
 READERS: dict[str, Callable[[LoadConfig], Source]] = {
     "movielens": movielens.read,
@@ -83,6 +99,17 @@ def add_args(p: argparse.ArgumentParser) -> None:
                         "(default %(default)s)")
     p.add_argument("--like-threshold", type=float, default=d.like_threshold,
                    help="a rating >= this is a positive label (default %(default)s)")
+    p.add_argument("--na-values", default=",".join(d.na_values),
+                   help="cells that mean 'no value', comma-separated, any case (default "
+                        "%(default)r; a blank cell always is one)")
+    p.add_argument("--strict-ids", action="store_true",
+                   help="skip events whose user or item the users/items file lacks (default: "
+                        "keep them, the id added with no attributes)")
+    p.add_argument("--untimed-split", choices=UNTIMED_SPLITS, default=d.untimed_split,
+                   help="days for events without a time: random (seeded) or last (per user, "
+                        "the last event tests, the one before validates) (default "
+                        "%(default)s)")
+    p.add_argument("--seed", type=int, default=d.seed, help="of the untimed split")
     g = p.add_argument_group(
         "files and columns", "generic: the files and which column is which; amazon-books and "
         "retail-demo-store: other file names than the dataset's own")
@@ -116,13 +143,21 @@ def config(args: argparse.Namespace) -> LoadConfig:
         item_columns=ItemColumns.parse(args.item_map, "--item-map"),
         user_columns=UserColumns.parse(args.user_map, "--user-map"),
         delimiter="\t" if args.delimiter in ("\\t", "tab") else args.delimiter,
-        encoding=args.encoding)
+        encoding=args.encoding, na_values=tuple(args.na_values.split(",")),
+        strict_ids=args.strict_ids, untimed_split=args.untimed_split, seed=args.seed)
 
 
 def run(args: argparse.Namespace) -> None:
     cfg = config(args)
-    r = load(cfg)  # each skipped row is logged as a warning as it is met
+    r = load(cfg)
     reviews = f" and {r['reviews']:,} reviews" if r["reviews"] else ""
+    untimed = (f"; {r['untimed_interactions']:,} without a time, placed by the "
+               f"{r['untimed_split']} split" if r["untimed_interactions"] else "")
     print(f"loaded {r['interactions']:,} interactions ({r['positive_share']:.1%} positive)"
           f"{reviews} for {r['users']:,} users and {r['items']:,} items from {r['format']} "
-          f"files; {r['bad_rows']} bad rows skipped (listed in {LOAD_REPORT}) -> {cfg.out}")
+          f"files{untimed}")
+    print(f"{r['bad_rows']:,} rows skipped, {r['dropped_values']:,} values dropped, "
+          f"{r['created_users']:,} users and {r['created_items']:,} items added from events "
+          f"(every one listed in {cfg.out / LOAD_REPORT}):")
+    print(summary_table(r))
+    print(f"-> {cfg.out}")

@@ -26,10 +26,10 @@ BOOKS = ("Title", "description", "authors", "categories")
 
 
 def _books(recs: Records, src: Source, max_share: float) -> pd.DataFrame:
-    authors = recs.parse("authors", fields.names)
+    authors = fields.or_empty(recs.attribute("authors", fields.names, src.na))
     title = recs.parse("Title", fields.token)
     description = fields.text(recs.columns["description"], strip=False)
-    categories = recs.parse("categories", fields.names)
+    categories = fields.or_empty(recs.attribute("categories", fields.names, src.na))
     texts = np.empty(len(recs), dtype=object)
     texts[:] = [[d, f"By {', '.join(a)}." if a else ""] for d, a in
                 zip(description, authors, strict=True)]
@@ -41,7 +41,7 @@ def read(cfg: LoadConfig) -> Source:
     ratings_at = cfg.file(cfg.interactions_file, FILES[0])
     books_at = cfg.file(cfg.items_file, FILES[1])
     assert ratings_at is not None and books_at is not None  # --src is required here
-    src = Source("amazon-books")
+    src = cfg.source("amazon-books")
     opened = dict(delimiter=cfg.delimiter, encoding=cfg.encoding)
     ratings = open_table(ratings_at, [*EVENTS.used(), "Title", "Price"], **opened)
     books = open_table(books_at, BOOKS, **opened)
@@ -49,9 +49,9 @@ def read(cfg: LoadConfig) -> Source:
                    "Title").set_index("title")
     recs = ratings.read()
     columns = event_columns(recs, EVENTS, labeler(EVENTS, cfg.like_threshold),
-                            fields.timestamp, Known("user"), Known("item"))
+                            fields.timestamp, Known("user"), Known("item"), src)
     columns["title"] = fields.text(recs.columns["Title"])
-    columns["price"] = recs.parse("Price", fields.price)
+    columns["price"] = np.array([p or 0.0 for p in recs.attribute("Price", fields.price, src.na)])
     rows = good_rows(recs, src, cfg.max_bad_share, columns)
     items = []
     for item_id, title, price in rows.drop_duplicates("item_id")[
@@ -59,4 +59,4 @@ def read(cfg: LoadConfig) -> Source:
         book = about.loc[title] if title in about.index else None
         items.append(item(item_id, title, [] if book is None else book["text"],
                           [] if book is None else book["categories"], float(price)))
-    return complete(src, rows, pd.DataFrame(items), None)
+    return complete(src, rows, ratings_at.name, pd.DataFrame(items), books_at.name)

@@ -41,28 +41,31 @@ def good_rows(recs: Records, src: Source, max_share: float, columns: dict[str, n
 
 
 def item_rows(recs: Records, cols: ItemColumns, src: Source, max_share: float) -> pd.DataFrame:
-    """Items of a mapped items file (the generic preset)."""
+    """Items of a mapped items file (the generic preset). Only the id is required: a price
+    or category list that is missing or does not parse leaves that attribute unknown."""
     n = len(recs)
     ids = recs.parse(cols.id, fields.token)
     title = fields.text(recs.columns[cols.title]) if cols.title else np.full(n, "", object)
     texts = [fields.text(recs.columns[c], strip=False) for c in cols.text]
-    cats = (recs.parse(cols.categories, fields.names) if cols.categories
-            else [[] for _ in range(n)])
-    price = recs.parse(cols.price, fields.price) if cols.price else np.zeros(n)
+    cats = (recs.attribute(cols.categories, fields.names, src.na) if cols.categories
+            else np.full(n, None, object))
+    price = (recs.attribute(cols.price, fields.price, src.na) if cols.price
+             else np.full(n, None, object))
     ok = recs.close(src, max_share)
-    rows = [item(ids[i], title[i], [t[i] for t in texts], cats[i], float(price[i]))
-            for i in np.flatnonzero(ok)]
+    rows = [item(ids[i], title[i], [t[i] for t in texts], cats[i] or [],
+                 float(price[i] or 0.0)) for i in np.flatnonzero(ok)]
     return pd.DataFrame(rows).assign(_line=recs.lines[ok])
 
 
 def user_rows(recs: Records, cols: UserColumns, src: Source, max_share: float) -> pd.DataFrame:
     """Users of a mapped users file: age and gender when given (unknown: None and ""), and
-    the file's other columns as they are."""
+    the file's other columns as they are. Only the id is required: an age or gender that is
+    missing or does not parse is unknown, and the user is kept."""
     n = len(recs)
     ids = recs.parse(cols.id, fields.token)
-    age = (recs.parse(cols.age, fields.optional(fields.integer)) if cols.age
+    age = (recs.attribute(cols.age, fields.integer, src.na) if cols.age
            else np.full(n, None, object))
-    gender = (recs.parse(cols.gender, fields.optional(fields.per_value(fields.gender_text)))
+    gender = (recs.attribute(cols.gender, fields.per_value(fields.gender_text), src.na)
               if cols.gender else np.full(n, None, object))
     known = {*cols.used(), *USER_FIELDS}
     rest = {c: (fields.text(a, strip=False) if fields.is_text(a) else
@@ -106,9 +109,10 @@ class Known:
             return cls(what)
         return cls(what, path.name, frozenset(table[f"{what}_id"]))
 
-    def check(self, recs: Records, column: str, values: np.ndarray) -> None:
-        """Mark the rows whose id the table lacks."""
-        if self.ids is None:
+    def check(self, recs: Records, column: str, values: np.ndarray, strict: bool) -> None:
+        """With `strict`, mark the rows whose id the table lacks; otherwise `complete` keeps
+        them and gives the table an attribute-less row for each such id."""
+        if self.ids is None or not strict:
             return
         missing = ~pd.Index(values).isin(list(self.ids))
         reasons = np.array([f"{self.what} {v!r} is not in {self.file}" if m else None
@@ -129,34 +133,36 @@ def labeler(cols: EventColumns, like_threshold: float,
 
 
 def event_columns(recs: Records, cols: EventColumns, label: Labeler, when: fields.Parser,
-                  users: Known, items: Known) -> dict[str, np.ndarray]:
-    """One event per row: ids, label, ts, review text where mapped; an id its table lacks
-    makes the row bad. Columns are parsed in this order, which decides the column a row
-    with several bad values is reported under."""
+                  users: Known, items: Known, src: Source) -> dict[str, np.ndarray]:
+    """One event per row: ids, label, ts, review text where mapped. The ids and the label are
+    required; a time that is missing or does not parse leaves the event without one (None).
+    With `src.strict_ids`, an id its table lacks makes the row bad. Columns are parsed in
+    this order, which decides the column a row with several bad values is reported under."""
     user = recs.parse(cols.user, fields.token)
     item_ids = recs.parse(cols.item, fields.token)
     out = {"user_id": user, "item_id": item_ids, "label": label(recs)}
     if cols.ts:
-        out["ts"] = recs.parse(cols.ts, when)
+        out["ts"] = recs.attribute(cols.ts, when, src.na)
     if cols.review:
         out["text"] = fields.text(recs.columns[cols.review])
     if cols.summary:
         out["summary"] = fields.text(recs.columns[cols.summary])
-    users.check(recs, cols.user, user)
-    items.check(recs, cols.item, item_ids)
+    users.check(recs, cols.user, user, src.strict_ids)
+    items.check(recs, cols.item, item_ids, src.strict_ids)
     return out
 
 
-def complete(src: Source, rows: pd.DataFrame, items: pd.DataFrame | None,
-             users: pd.DataFrame | None) -> Source:
+def complete(src: Source, rows: pd.DataFrame, events_file: str,
+             items: pd.DataFrame | None = None, items_file: str = "",
+             users: pd.DataFrame | None = None, users_file: str = "") -> Source:
     """`src` with its events (and reviews) from parsed rows. A source without an item or user
     table gets one made from the ids its events use: items of category "unknown" with no
-    text, users of unknown age and gender.
+    text, users of unknown age and gender. With a table, an event naming an id it lacks
+    keeps its event: the id joins the table with no attributes, noted in `src.created`.
 
-    Without a timestamp column, the n-th event of the file gets ts = n seconds after the
-    epoch: days are then slices of the file in order, and hour and weekday mean nothing."""
-    ts = (rows["ts"].to_numpy(np.int64) if "ts" in rows
-          else np.arange(len(rows), dtype=np.int64))  # N
+    ts is nullable: None for an event without a time (no ts column, or its cell missing)."""
+    ts = (pd.array(rows["ts"].to_numpy(object), dtype="Int64") if "ts" in rows
+          else pd.array([None] * len(rows), dtype="Int64"))  # N, unix seconds or <NA>
     src.events = pd.DataFrame({
         "user_id": rows["user_id"].astype(object),
         "item_id": rows["item_id"].astype(object),
@@ -167,10 +173,42 @@ def complete(src: Source, rows: pd.DataFrame, items: pd.DataFrame | None,
         reviews = src.events[["user_id", "item_id", "ts"]].assign(
             summary=rows["summary"] if "summary" in rows else "", text=rows["text"])
         src.reviews = reviews[reviews["text"] != ""].reset_index(drop=True)
+    lines = rows["_line"].to_numpy()
     if items is None:
         items = pd.DataFrame([item(i, "", [], []) for i in pd.unique(src.events["item_id"])])
+    else:
+        made = _created(src, "item", items["item_id"], src.events["item_id"], lines,
+                        events_file, items_file)
+        items = pd.concat([items, pd.DataFrame([item(i, "", [], []) for i in made])],
+                          ignore_index=True) if len(made) else items
     if users is None:
         users = user_table(pd.DataFrame({"user_id": pd.unique(src.events["user_id"]),
                                          "age": None, "gender": ""}))
+    else:
+        made = _created(src, "user", users["user_id"], src.events["user_id"], lines,
+                        events_file, users_file)
+        if len(made):
+            extra = pd.DataFrame({"user_id": made, "gender": "",
+                                  "age": pd.array([None] * len(made), dtype="Int16")})
+            users = user_table(pd.concat([user_table(users), extra], ignore_index=True))
     src.items, src.users = items, users
     return src
+
+
+def _created(src: Source, what: str, table_ids: pd.Series, event_ids: pd.Series,
+             lines: np.ndarray, events_file: str, table_file: str) -> np.ndarray:
+    """The ids events use that the table lacks, in order of first use; each is noted in
+    `src.created` at the first event line naming it, with how many events name it."""
+    absent = ~event_ids.isin(set(table_ids)).to_numpy()
+    if not absent.any():
+        return np.empty(0, object)
+    ids = event_ids.to_numpy(object)[absent]
+    made, first, counts = np.unique(ids, return_index=True, return_counts=True)
+    order = np.argsort(first, kind="stable")
+    at = lines[absent]
+    for n in order:
+        src.created.append(BadRow(
+            events_file, int(at[first[n]]), f"{what}_id",
+            f"{what} {made[n]!r} is not in {table_file}: kept its {counts[n]} event(s), the "
+            f"{what} with no attributes"))
+    return made[order]

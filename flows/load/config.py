@@ -5,12 +5,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Literal, Self
 
-from flows.layout import DATA, N_DAYS
+from flows.layout import DATA, N_DAYS, Split
+from flows.load.records import NA_VALUES, Source
 
 # The presets, each a module of this package (flows/load/<name with _>.py).
 PRESETS = ("movielens", "generic", "amazon-books", "retail-demo-store")
+UNTIMED_SPLITS = ("random", "last")
 
 
 @dataclass(frozen=True)
@@ -54,7 +56,7 @@ class EventColumns(ColumnMap):
     item: str = "item_id"
     rating: str = ""  # a number: label = rating >= like_threshold
     label: str = ""  # 0/1 or false/true
-    ts: str = ""  # unix seconds, or ISO 8601 (UTC unless it names a zone); none: file order
+    ts: str = ""  # unix seconds, or ISO 8601 (UTC unless it names a zone); none: no time
     review: str = ""  # review text: an event with one is also written to reviews.parquet
     summary: str = ""  # the review's title, beside its text
 
@@ -75,8 +77,8 @@ class UserColumns(ColumnMap):
     """The optional users file (`--user-map`); its other columns are kept as text."""
 
     id: str = "user_id"
-    age: str = ""  # an integer; empty is unknown
-    gender: str = ""  # M, F, male or female (any case); empty is unknown
+    age: str = ""  # an integer; empty or a missing-value marker is unknown
+    gender: str = ""  # M, F, male or female (any case); empty or a marker is unknown
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,18 @@ class LoadConfig:
     like_threshold: float = 4.0  # rating >= this is a positive label (MovieLens: 4 of 5)
     max_bad_share: float = 0.01  # of one file's rows; more bad rows than this stops the load
     overwrite: bool = False  # replace a dataset already in `out`
+    # Cells meaning "no value", compared case-insensitively (a blank cell always is one): an
+    # attribute holding one is missing, and the models read it as unknown (OOV).
+    na_values: tuple[str, ...] = NA_VALUES
+    # An event whose user or item the users/items file lacks: kept with an attribute-less
+    # entity (False), or skipped as a bad row (True, `--strict-ids`).
+    strict_ids: bool = False
+    # Events without a time (no ts column, or an empty or unreadable cell) have no hour or
+    # weekday and are placed in days by this rule: "random", each event in a day drawn with
+    # `seed`; "last", per user in file order, the last event in a test day, the one before
+    # it in a validation day, the rest in training days (layout.Split).
+    untimed_split: Literal["random", "last"] = "random"
+    seed: int = 0
     # generic: the files to read (interactions required); amazon-books and retail-demo-store:
     # other names than the dataset's own
     interactions_file: Path | None = None
@@ -107,6 +121,12 @@ class LoadConfig:
             raise ValueError(f"days must be between 1 and 60, got {self.days}")
         if not 0.0 <= self.max_bad_share < 1.0:
             raise ValueError(f"max_bad_share must be in [0, 1), got {self.max_bad_share}")
+        if self.untimed_split not in UNTIMED_SPLITS:
+            raise ValueError(f"unknown untimed split {self.untimed_split!r}; choose one of "
+                             f"{', '.join(UNTIMED_SPLITS)}")
+        if self.untimed_split == "last" and self.days != N_DAYS:
+            raise ValueError(f"the 'last' split places events in the standard split's days "
+                             f"({Split()}), which needs days={N_DAYS}, got {self.days}")
         if self.delimiter is not None and len(self.delimiter) != 1:
             raise ValueError(f"delimiter must be one character, got {self.delimiter!r} "
                              "(write a tab as '\\t')")
@@ -131,6 +151,11 @@ class LoadConfig:
                                            or self.users_file):
             raise ValueError("movielens reads its own file names from --src; drop "
                              "--interactions, --items and --users")
+
+    def source(self, fmt: str) -> Source:
+        """An empty `Source` that reads cells with this config's missing-value markers."""
+        return Source(fmt, na=frozenset({"", *(v.strip().lower() for v in self.na_values)}),
+                      strict_ids=self.strict_ids)
 
     def file(self, given: Path | None, default: str = "") -> Path | None:
         """`given` (under `src` when relative and `src` is set), else `src / default`."""

@@ -326,15 +326,35 @@ def names(arr: pa.Array, column: str) -> Parsed:
     return per_value(names_text)(arr, column)
 
 
-def optional(parser: Parser) -> Parser:
-    """`parser` where the column has a value; None (not bad) where it is null or blank."""
+def or_empty(values: np.ndarray) -> np.ndarray:
+    """An object array of lists with None (an unknown list) replaced by []."""
+    out = values.copy()
+    for i in np.flatnonzero(np.equal(values, None)):
+        out[i] = []
+    return out
+
+
+def missing(arr: pa.Array, na: frozenset[str] = frozenset({""})) -> np.ndarray:
+    """(N,) bool: null cells, NaN numbers, and text cells that are one of the lower-case
+    markers `na` once stripped and lower-cased ("" is a blank cell)."""
+    arr = _flat(arr)
+    out = arr.is_null().to_numpy(zero_copy_only=False)
+    if pa.types.is_floating(arr.type):
+        out |= pc.is_nan(arr).fill_null(False).to_numpy(zero_copy_only=False)
+    elif is_text(arr):
+        cells = pc.utf8_lower(pc.utf8_trim_whitespace(arr.fill_null("")))
+        out |= pc.is_in(cells, value_set=pa.array(sorted(na), pa.string())
+                        ).to_numpy(zero_copy_only=False)
+    return out
+
+
+def optional(parser: Parser, na: frozenset[str] = frozenset({""})) -> Parser:
+    """`parser` where the column has a value; None (not bad) where the cell is null, NaN or
+    a missing-value marker of `na` (lower-case; "" is a blank cell)."""
 
     def parse(arr: pa.Array, column: str) -> Parsed:
         arr = _flat(arr)
-        blank = arr.is_null().to_numpy(zero_copy_only=False)
-        if is_text(arr):
-            blank |= pc.equal(pc.utf8_trim_whitespace(arr.fill_null("")), ""
-                              ).to_numpy(zero_copy_only=False)
+        blank = missing(arr, na)
         p = parser(arr, column)
         values = p.values.astype(object)
         values[blank] = None

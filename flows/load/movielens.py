@@ -47,10 +47,12 @@ def _atomic_header(path: Path, required: tuple[str, ...]) -> dict[str, int]:
 
 
 def _people(recs: Records, src: Source, max_share: float) -> pd.DataFrame:
+    """Users: an age or gender that is missing or does not parse is unknown, the user kept."""
+    gender = recs.attribute("gender", fields.per_value(fields.gender_text), src.na)
     return good_rows(recs, src, max_share, {
         "user_id": recs.parse("user_id", fields.token),
-        "age": recs.parse("age", fields.integer),
-        "gender": recs.parse("gender", fields.per_value(fields.gender_text)),
+        "age": recs.attribute("age", fields.integer, src.na),
+        "gender": np.array(["" if g is None else g for g in gender], dtype=object),
         "occupation": fields.text(recs.columns["occupation"]),
     })
 
@@ -66,7 +68,7 @@ def _movies(recs: Records, src: Source, max_share: float, ids: np.ndarray,
 def _read_atomic(cfg: LoadConfig) -> Source:
     assert cfg.src is not None
     inter, item_file, user_file = (cfg.src / f for f in ATOMIC_FILES)
-    src = Source("recbole-atomic")
+    src = cfg.source("recbole-atomic")
 
     recs = split_lines(item_file, "utf-8", "\t", True, _atomic_header(
         item_file, ("item_id", "movie_title", "release_year", "class")))
@@ -87,12 +89,13 @@ def _read_atomic(cfg: LoadConfig) -> Source:
 def _read_grouplens(cfg: LoadConfig) -> Source:
     assert cfg.src is not None
     data, item_file, user_file = (cfg.src / f for f in GROUPLENS_FILES)
-    src = Source("grouplens")
+    src = cfg.source("grouplens")
 
     cols = ("movie_id", "title", "release_date", "video_release_date", "imdb_url",
             *(f"genre {g}" for g in GROUPLENS_GENRES))
     recs = split_lines(item_file, "latin-1", "|", False, {c: k for k, c in enumerate(cols)})
-    flags = {g: recs.parse(f"genre {g}", fields.integer) for g in GROUPLENS_GENRES}
+    flags = {g: recs.attribute(f"genre {g}", fields.integer, src.na)
+             for g in GROUPLENS_GENRES}
     ids = recs.parse("movie_id", fields.token)
     titles, years = [], []
     for title, released in zip(fields.text(recs.columns["title"]),
@@ -124,7 +127,7 @@ def _finish(src: Source, cfg: LoadConfig, items: pd.DataFrame, item_file: str,
     items = unique(items, "item_id", item_file, src)
     users = unique(users, "user_id", user_file, src)
     items["year"] = items["year"].astype("Int16")
-    users["age"] = users["age"].astype(np.int16)  # every MovieLens user has an age
+    users["age"] = users["age"].astype("Int16")  # <NA> where unknown
 
     def when(arr: pa.Array, column: str) -> fields.Parsed:
         p = number(arr, column)
@@ -132,8 +135,9 @@ def _finish(src: Source, cfg: LoadConfig, items: pd.DataFrame, item_file: str,
 
     columns = event_columns(ratings, RATINGS, labeler(RATINGS, cfg.like_threshold, number),
                             when, Known("user", user_file, frozenset(users["user_id"])),
-                            Known("item", item_file, frozenset(items["item_id"])))
-    return complete(src, good_rows(ratings, src, cfg.max_bad_share, columns), items, users)
+                            Known("item", item_file, frozenset(items["item_id"])), src)
+    return complete(src, good_rows(ratings, src, cfg.max_bad_share, columns),
+                    ratings.path.name, items, item_file, users, user_file)
 
 
 def read(cfg: LoadConfig) -> Source:

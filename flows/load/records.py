@@ -31,7 +31,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from flows.load.fields import Parsed, Parser, text_of
+from flows.load.fields import Parsed, Parser, optional, text_of
 from train import schema
 
 log = logging.getLogger("flows.load")
@@ -41,7 +41,8 @@ TEXT_SUFFIXES = (".csv", ".tsv", ".txt")  # read with the csv module; .parquet w
 
 @dataclass(frozen=True)
 class BadRow:
-    """One skipped source row; `line` is 1-based and counts a header line if there is one."""
+    """One finding in a source row; `line` is 1-based and counts a header line if there is
+    one. What was done about it is the list it sits in (`Source.bad`, `dropped`, `created`)."""
 
     file: str
     line: int
@@ -55,6 +56,11 @@ class BadRow:
         return asdict(self)
 
 
+# Cells that mean "no value" (compared case-insensitively, surrounding space removed): an
+# attribute holding one is missing (OOV at training), never a bad row.
+NA_VALUES = ("", "null", "na", "n/a", "nan", "none")
+
+
 @dataclass
 class Source:
     """A dataset read by a preset, before bucketing into days.
@@ -66,22 +72,28 @@ class Source:
     """
 
     format: str
+    na: frozenset[str] = frozenset(NA_VALUES)  # lower-case missing-value markers
+    strict_ids: bool = False  # refuse events whose user or item the tables lack
     items: pd.DataFrame = field(default_factory=pd.DataFrame)
     users: pd.DataFrame = field(default_factory=pd.DataFrame)
     events: pd.DataFrame = field(default_factory=pd.DataFrame)
     rows_read: dict[str, int] = field(default_factory=dict)  # data rows per source file
-    bad: list[BadRow] = field(default_factory=list)
+    bad: list[BadRow] = field(default_factory=list)  # rows skipped
+    dropped: list[BadRow] = field(default_factory=list)  # values dropped, their row kept
+    created: list[BadRow] = field(default_factory=list)  # entities made from an event
     reviews: pd.DataFrame | None = None
 
     def skip(self, row: BadRow) -> None:
         self.bad.append(row)
-        log.warning("skipping %s", row)
+        log.debug("skipping %s", row)
 
 
 class Records:
-    """One file's rows, column by column. Parsing a column (`parse`) marks the rows whose
-    value does not parse; a row keeps the first column that failed, in parse order, as the
-    one it is reported under. `close` reports the bad rows and returns the good ones' mask."""
+    """One file's rows, column by column. Parsing a required column (`parse`) marks the rows
+    whose value does not parse; a row keeps the first column that failed, in parse order, as
+    the one it is reported under. Parsing an attribute (`attribute`) never fails a row: a
+    missing-value marker is None, a value that does not parse is dropped (None) and noted.
+    `close` reports both and returns the good rows' mask."""
 
     def __init__(self, path: Path, lines: np.ndarray, columns: dict[str, pa.Array]) -> None:
         self.path, self.lines, self.columns = path, lines, columns
@@ -89,6 +101,7 @@ class Records:
         self.bad = np.zeros(n, bool)
         self.bad_column = np.full(n, None, dtype=object)
         self.bad_reason = np.full(n, None, dtype=object)
+        self.dropped: list[tuple[np.ndarray, str, np.ndarray]] = []  # (rows, column, reasons)
 
     def __len__(self) -> int:
         return len(self.lines)
@@ -116,21 +129,37 @@ class Records:
         self.bad |= new
 
     def parse(self, column: str, parser: Parser) -> np.ndarray:
-        """(N,) parsed values of a source column; rows that fail are marked."""
+        """(N,) parsed values of a required source column; rows that fail are marked."""
         p: Parsed = parser(self.columns[column], column)
         self.mark(p.bad, column, p.reasons)
         return p.values
 
+    def attribute(self, column: str, parser: Parser, na: frozenset[str]) -> np.ndarray:
+        """(N,) object values of an optional column: None where the cell is empty or a
+        missing-value marker of `na`, and where the value does not parse (that value is
+        dropped and reported; its row stays)."""
+        p: Parsed = optional(parser, na)(self.columns[column], column)
+        values = p.values.astype(object)
+        values[p.bad] = None
+        if p.bad.any():
+            self.dropped.append((p.bad, column, p.reasons))
+        return values
+
     def close(self, src: Source, max_share: float) -> np.ndarray:
-        """Report the bad rows to `src` (in line order) and return the (N,) mask of good ones.
-        More than `max_share` bad rows, or none good, stop the load: that means a wrong file
-        or format rather than a few damaged lines."""
+        """Report the bad rows and dropped values to `src` (in line order) and return the
+        (N,) mask of good rows. More than `max_share` bad rows, or none good, stop the load:
+        that means a wrong file or format rather than a few damaged lines."""
         name = self.path.name
         src.rows_read[name] = len(self)
         bad = np.flatnonzero(self.bad)
         for i in bad:
             src.skip(BadRow(name, int(self.lines[i]), str(self.bad_column[i]),
                             str(self.bad_reason[i])))
+        dropped = [(int(i), column, str(reasons[i])) for rows, column, reasons in self.dropped
+                   for i in np.flatnonzero(rows & ~self.bad)]
+        for i, column, reason in sorted(dropped):
+            src.dropped.append(BadRow(name, int(self.lines[i]), column,
+                                      f"{reason}; the value is dropped, the row kept"))
         if len(self) and len(bad) / len(self) > max_share:
             first = next(b for b in src.bad if b.file == name)
             raise ValueError(

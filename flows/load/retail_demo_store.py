@@ -63,10 +63,12 @@ def read(cfg: LoadConfig) -> Source:
             "interactions over this catalog")
     users_at = cfg.file(cfg.users_file) or next(
         (p for p in (cfg.src / "users.json", cfg.src / "users.json.gz") if p.is_file()), None)
-    src = Source("retail-demo-store")
+    src = cfg.source("retail-demo-store")
     items = load_catalog(products)  # a bad product stops here, named
     users = _users(users_at, src, cfg.max_bad_share) if users_at else None
     recs = open_table(interactions, EVENTS.used(), cfg.delimiter, cfg.encoding).read()
     columns = event_columns(recs, EVENTS, _funnel, fields.timestamp,
-                            Known.of("user", users, users_at), Known.of("item", items, products))
-    return complete(src, good_rows(recs, src, cfg.max_bad_share, columns), items, users)
+                            Known.of("user", users, users_at), Known.of("item", items, products),
+                            src)
+    return complete(src, good_rows(recs, src, cfg.max_bad_share, columns), interactions.name,
+                    items, products.name, users, users_at.name if users_at else "")

@@ -4,13 +4,16 @@ schema (train/schema.py), with `load_report.json` beside it."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from flows.layout import INTERACTIONS, ITEMS, LOAD_REPORT, REVIEWS, TRUTH, USERS, check_out
+from flows.layout import INTERACTIONS, ITEMS, LOAD_REPORT, REVIEWS, TRUTH, USERS, Split, check_out
 from flows.load.config import LoadConfig
 from flows.load.records import Source
 from train import schema
@@ -26,16 +29,56 @@ def day_buckets(ts: np.ndarray, days: int) -> np.ndarray:
     return day
 
 
+def untimed_days(users: np.ndarray, rule: str, days: int, seed: int) -> np.ndarray:
+    """(N,) day of each event that has no time, by `rule` (LoadConfig.untimed_split):
+
+    random  each event in a day drawn uniformly with `seed`: the standard split's shares of
+            days (9 train, 3 validate, 2 test of 14) become its shares of events
+    last    per user, in file order: the last event in a test day, the one before it in a
+            validation day, the rest in training days (a user with one event trains on it,
+            with two trains and tests); the day within each part drawn with `seed`
+    """
+    rng = np.random.default_rng(seed)
+    n = len(users)
+    if rule == "random":
+        return rng.integers(0, days, n)
+    split = Split()
+    order = np.arange(n)
+    codes = pd.factorize(pd.Series(users, dtype=object))[0]
+    # position from the end within each user's events, in file order: 0 = the user's last
+    from_end = pd.Series(order[::-1]).groupby(codes[::-1]).cumcount().to_numpy()[::-1]
+    count = np.bincount(codes)[codes]
+    part = np.where(from_end == 0, np.where(count >= 2, 2, 0),
+                    np.where((from_end == 1) & (count >= 3), 1, 0))  # 0 train, 1 val, 2 test
+    day = np.empty(n, dtype=np.int64)
+    for k, pool in enumerate((split.train, split.val, split.test)):
+        at = part == k
+        day[at] = rng.choice(pool, int(at.sum()))
+    return day
+
+
+def assign_days(ts: pd.Series, users: np.ndarray, cfg: LoadConfig) -> np.ndarray:
+    """(N,) day of each event: timed events in equal-count time buckets, events without a
+    time by `cfg.untimed_split`."""
+    timed = ts.notna().to_numpy()
+    day = np.empty(len(ts), dtype=np.int64)
+    day[timed] = day_buckets(ts[timed].to_numpy(np.int64), cfg.days)
+    day[~timed] = untimed_days(users[~timed], cfg.untimed_split, cfg.days, cfg.seed)
+    return day
+
+
 def write_dataset(src: Source, cfg: LoadConfig) -> dict:
     """Write `src` under `cfg.out`; returns the report also saved as `load_report.json`."""
     check_out(cfg.out, cfg.overwrite, (LOAD_REPORT, REVIEWS))
     ev = src.events
-    day = day_buckets(ev["ts"].to_numpy(), cfg.days)
-    sec = ev["ts"].to_numpy()  # N, seconds since the epoch, UTC
-    # Naive UTC at millisecond resolution, as the schema says (Parquet has no seconds unit).
-    when = (sec * 1000).astype("datetime64[ms]")
-    hour = (sec // 3600) % 24  # N
-    weekday = (sec // 86400 + 3) % 7  # N, Monday = 0 (1970-01-01 was a Thursday)
+    timed = ev["ts"].notna().to_numpy()  # N
+    day = assign_days(ev["ts"], ev["user_id"].to_numpy(object), cfg)
+    sec = ev["ts"].fillna(0).to_numpy(np.int64)  # N, seconds since the epoch, UTC
+    # Naive UTC at millisecond resolution, as the schema says (Parquet has no seconds unit);
+    # null where the event has no time, and then no hour or weekday either (-1, unknown).
+    when = pa.array((sec * 1000).astype("datetime64[ms]"), mask=~timed)
+    hour = np.where(timed, (sec // 3600) % 24, -1)  # N
+    weekday = np.where(timed, (sec // 86400 + 3) % 7, -1)  # N, Monday = 0 (1970-01-01: Thu)
 
     for sub in (INTERACTIONS, TRUTH):  # only with overwrite, see check_out
         shutil.rmtree(cfg.out / sub, ignore_errors=True)
@@ -50,18 +93,18 @@ def write_dataset(src: Source, cfg: LoadConfig) -> dict:
         pq.write_table(pa.table({
             "user_id": pa.array(r["user_id"].to_numpy(), pa.string()),
             "item_id": pa.array(r["item_id"].to_numpy(), pa.string()),
-            "ts": pa.array(r["ts"].to_numpy(), pa.int64()),  # seconds since the epoch, UTC
+            "ts": pa.array(r["ts"], pa.int64()),  # seconds since the epoch, UTC; null: none
             "summary": pa.array(r["summary"].to_numpy(), pa.string()),
             "text": pa.array(r["text"].to_numpy(), pa.string()),
         }), cfg.out / REVIEWS)
     counts = []
     for d in range(cfg.days):
-        on = np.flatnonzero(day == d)
-        on = on[np.argsort(when[on], kind="stable")]
+        on = np.flatnonzero(day == d)  # file order, then time order for the timed ones
+        on = on[np.lexsort((sec[on], ~timed[on]))]
         table = pa.table([
             ev["user_id"].to_numpy()[on],
             ev["item_id"].to_numpy()[on],
-            when[on],
+            when.take(pa.array(on)),
             hour[on],
             weekday[on],
             np.full(len(on), "unknown", dtype=object),  # no device in the source
@@ -72,6 +115,7 @@ def write_dataset(src: Source, cfg: LoadConfig) -> dict:
         pq.write_table(table, folder / "part-0.parquet")
         counts.append(len(on))
 
+    first = [pc.min(when.filter(pa.array((day == d) & timed))).as_py() for d in range(cfg.days)]
     report = {
         "preset": cfg.preset, "format": src.format,
         "src": str(cfg.src) if cfg.src else None,
@@ -79,10 +123,57 @@ def write_dataset(src: Source, cfg: LoadConfig) -> dict:
         "items": len(src.items), "users": len(src.users), "interactions": len(ev),
         "reviews": 0 if src.reviews is None else len(src.reviews),
         "positive_share": float(ev["label"].mean()),
+        "untimed_interactions": int((~timed).sum()),
+        "untimed_split": cfg.untimed_split if (~timed).any() else None,
+        "dropped_values": len(src.dropped),
+        "created_users": sum(c.column == "user_id" for c in src.created),
+        "created_items": sum(c.column == "item_id" for c in src.created),
         "per_day": counts,
-        "first_ts_per_day": [str(when[day == d].min()) if counts[d] else None
-                             for d in range(cfg.days)],
+        "first_ts_per_day": [None if t is None else str(np.datetime64(t, "ms"))
+                             for t in first],
+        "summary": summarize(src),
         "bad": [b.as_dict() for b in src.bad],
+        "dropped": [b.as_dict() for b in src.dropped],
+        "created": [b.as_dict() for b in src.created],
     }
     (cfg.out / LOAD_REPORT).write_text(json.dumps(report, indent=1))
     return report
+
+
+ACTIONS = (("bad", "row skipped"), ("dropped", "value dropped"),
+           ("created", "entity added"))
+_VALUES = re.compile(r"'[^']*'|\"[^\"]*\"|\b\d+\b")
+
+
+def reason_kind(reason: str) -> str:
+    """A reason with its quoted values and numbers blanked, so that rows failing the same way
+    group: "'five' is not a number" and "'x' is not a number" are both "… is not a
+    number"."""
+    return _VALUES.sub("…", reason)
+
+
+def summarize(src: Source) -> list[dict]:
+    """One entry per (file, column, what was done, kind of reason): the count and the first
+    row's line and reason. Every row itself stays in the report's lists."""
+    groups: dict[tuple[str, str, str, str], dict] = {}
+    for name, action in ACTIONS:
+        for b in getattr(src, name):
+            key = (b.file, b.column, action, reason_kind(b.reason))
+            g = groups.setdefault(key, {"file": b.file, "column": b.column, "action": action,
+                                        "reason": key[3], "count": 0, "first_line": b.line,
+                                        "example": b.reason})
+            g["count"] += 1
+    return list(groups.values())
+
+
+def summary_table(report: dict) -> str:
+    """The report's summary as a table for the terminal: one line per kind of finding."""
+    rows = report["summary"]
+    if not rows:
+        return "nothing skipped, dropped or added"
+    head = ("file", "column", "what was done", "count", "first", "reason (first example)")
+    body = [(r["file"], r["column"], r["action"], f"{r['count']:,}", f"line {r['first_line']}",
+             r["example"]) for r in rows]
+    widths = [max(len(str(x[k])) for x in (head, *body)) for k in range(5)]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths) + "  {}"
+    return "\n".join(fmt.format(*r) for r in (head, *body))

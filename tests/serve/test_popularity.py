@@ -43,6 +43,21 @@ def test_counts_are_clicks_per_item_device_and_hour_bucket() -> None:
         counts(np.array([0]), np.array([2]), np.array([0]), np.array([1]), 5, 2)
 
 
+def test_a_click_at_an_unknown_hour_counts_a_quarter_in_every_bucket() -> None:
+    c = counts(np.array([2, 2, 1]), np.array([0, 0, 1]), np.array([-1, 13, -1]),
+               np.array([1, 1, 0]), n_items=3, n_devices=2)
+    # item 2: 1/4 in each bucket of device 0 plus one at 13:00 (bucket 2); the view of
+    # item 1 at an unknown hour is not a click
+    np.testing.assert_allclose(c[2, 0], [0.25, 0.25, 1.25, 0.25])
+    assert c.sum() == pytest.approx(2.0) and c[1].sum() == 0
+    p = Popularity(c, np.zeros(3, np.int64), PopularityConfig(smoothing=0.0))
+    # an unknown hour asks the whole day of the device: item 2 has 2 clicks there
+    np.testing.assert_allclose(p.scores(0, -1), [0, 0, 2.0])
+    p.record(0, 0, -1, weight=4.0)  # an event at an unknown hour spreads the same way
+    np.testing.assert_allclose(p.scores(0, 9), [1.0, 0, 0.25])
+    assert p.top(0, -1, None, 1).tolist() == [0]
+
+
 def test_top_ranks_the_context_cell_blended_with_the_global_counts() -> None:
     p = pop()
     # device 1, 09:00: cell [0, 1, 0, 3, 0] + global [4, 1, 2, 3, 1] = [4, 2, 2, 6, 1]

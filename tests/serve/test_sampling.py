@@ -71,3 +71,6 @@ def test_the_utc_hour_and_weekday_of_any_date_time() -> None:
     ctx = request_context("fridge", dt.datetime(2026, 1, 19, 9), {"web": 1, "ios": 2})
     assert (ctx.device, ctx.device_index, ctx.hour) == (None, 0, 9)
     assert "fridge" in (ctx.warning or "") and "ios, web" in (ctx.warning or "")
+    # a version trained without times answers as of an unknown time, whatever was asked
+    blind = request_context("web", dt.datetime(2026, 1, 19, 9), {"web": 1}, time_known=False)
+    assert (blind.device_index, blind.hour, blind.weekday) == (1, -1, -1)

@@ -80,6 +80,21 @@ def test_unknown_users_and_devices_map_to_oov(fitted) -> None:
     assert c["device"][0] != OOV and c["device"][1] == OOV and c["device"][2] == OOV
     np.testing.assert_allclose(c["hour_sin"], np.sin(2 * np.pi * np.array([0, 6, 23]) / 24),
                                rtol=1e-6)
+    # an unknown time (-1, data without timestamps) is the OOV index and no angle at all
+    u = features.context_features(np.array(["web"], dtype=object), [-1], [-1])
+    assert (u["hour"][0], u["weekday"][0], u["hour_sin"][0], u["hour_cos"][0],
+            u["weekday_cos"][0]) == (OOV, OOV, 0.0, 0.0, 0.0)
+    assert (c["hour"].tolist(), c["weekday"].tolist()) == ([1, 7, 24], [1, 4, 7])
+
+
+def test_data_without_times_turns_time_off(fitted) -> None:
+    features, _, items = fitted
+    assert features.time_known  # no hour column: the data is not known to lack times
+    users = pd.DataFrame({"user_id": ["a"], "age": [20], "gender": ["F"]})
+    rows = pd.DataFrame({"user_id": ["a", "a"], "item_id": ["x", "y"], "device": ["web"] * 2,
+                         "hour": [-1, -1], "label": [1, 0]})
+    assert not Features.fit(rows, users, items).time_known
+    assert Features.fit(rows.assign(hour=[-1, 9]), users, items).time_known
 
 
 def test_items_outside_training_keep_their_attributes(fitted) -> None:

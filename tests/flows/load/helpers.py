@@ -22,10 +22,18 @@ T9 = 1_000_000_000  # 2001-09-09T01:46:40Z
 
 
 def events(out: Path) -> pd.DataFrame:
-    """All loaded events, with ts back in unix seconds, keyed by (user_id, item_id)."""
+    """All loaded events, with ts back in unix seconds (<NA> where an event has no time),
+    keyed by (user_id, item_id)."""
     ev = read_interactions(out, tuple(available_days(out)))
-    ev["t"] = ev["ts"].astype("datetime64[s]").astype(np.int64)
+    seconds = ev["ts"].astype("datetime64[s]").astype(np.int64)
+    ev["t"] = pd.array(np.where(ev["ts"].isna(), 0, seconds), dtype="Int64")
+    ev.loc[ev["ts"].isna(), "t"] = pd.NA
     return ev.set_index(["user_id", "item_id"]).sort_index()
+
+
+def found(report: dict, kind: str) -> list[tuple[str, int, str]]:
+    """(file, line, column) of the report's `kind` list: bad, dropped or created."""
+    return [(b["file"], b["line"], b["column"]) for b in report[kind]]
 
 
 def bad_rows(report: dict) -> list[tuple[str, int, str]]:

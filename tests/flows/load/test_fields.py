@@ -104,12 +104,13 @@ def test_the_same_events_as_csv_and_as_typed_parquet_load_alike(tmp_path: Path,
         items_file=Path(f"it{suffix}"), max_bad_share=0.5, days=1,
         columns=EventColumns(user="user", item="item", rating="stars", ts="when"),
         item_columns=ItemColumns(id="id", title="title", categories="genres", price="cost")))
-    assert bad_rows(report) == [(f"ev{suffix}", 5, "stars"), (f"ev{suffix}", 6, "item")]
-    assert [b["reason"] for b in report["bad"]] == ["'' is not a number",
-                                                    f"item '99' is not in it{suffix}"]
+    assert bad_rows(report) == [(f"ev{suffix}", 5, "stars")]
+    assert [b["reason"] for b in report["bad"]] == ["'' is not a number"]
+    assert report["created"][0]["reason"].startswith(f"item '99' is not in it{suffix}")
     got = events(out)
-    assert list(got.index) == [("1", "10"), ("1", "12"), ("2", "11")]
-    assert got["label"].tolist() == [1, 1, 0] and got["t"].tolist() == [T, T + 120, T + 60]
+    assert list(got.index) == [("1", "10"), ("1", "12"), ("2", "11"), ("2", "99")]
+    assert got["label"].tolist() == [1, 1, 0, 1]
+    assert got["t"].tolist() == [T, T + 120, T + 60, T + 240]
     from flows.layout import read_items
 
     cat = read_items(out).set_index("item_id")

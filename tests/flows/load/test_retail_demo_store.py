@@ -55,18 +55,21 @@ def test_retail_demo_store_labels_the_funnel(tmp_path: Path) -> None:
     report = load(LoadConfig(src=src, out=out, preset="retail-demo-store", max_bad_share=0.5))
 
     assert [(b["line"], b["column"], b["reason"]) for b in report["bad"]] == [
-        (6, "EVENT_TYPE", f"'ProductClicked' is not one of {', '.join(LABELS)}"),
-        (7, "ITEM_ID", "item 'p9' is not in products.yaml"),
-        (8, "USER_ID", "user '3' is not in users.json")]
+        (6, "EVENT_TYPE", f"'ProductClicked' is not one of {', '.join(LABELS)}")]
+    # An item or user the catalog or users.json lacks keeps its events.
+    assert [(c["line"], c["column"], c["reason"].split(":")[0]) for c in report["created"]] == [
+        (7, "item_id", "item 'p9' is not in products.yaml"),
+        (8, "user_id", "user '3' is not in users.json")]
     ev = read_interactions(out, tuple(range(14)))
     assert list(zip(ev["item_id"], ev["label"], strict=True)) == [
-        ("p1", 0), ("p1", 1), ("p2", 0), ("p2", 1), ("p3", 1)]  # a view is 0, the rest 1
-    items = read_items(out)
-    assert list(items["item_id"]) == ["p1", "p2", "p3"] and items["price"].tolist() == [
-        89.5, 20.0, 15.0]
+        ("p1", 0), ("p1", 1), ("p2", 0), ("p2", 1), ("p9", 0), ("p3", 0), ("p3", 1)]
+    items = read_items(out)  # a view is 0, the rest 1
+    assert list(items["item_id"]) == ["p1", "p2", "p3", "p9"] and items["price"].tolist() == [
+        89.5, 20.0, 15.0, 0.0]
     users = read_users(out)
     assert users.loc["1", ["age", "gender"]].tolist() == [25, "F"]
     assert pd.isna(users.loc["2", "age"]) and "persona" not in users
+    assert pd.isna(users.loc["3", "age"]) and users.loc["3", "gender"] == ""
 
 
 @pytest.mark.skipif(not REAL_RDS.exists(), reason=f"no Retail Demo Store catalog at {REAL_RDS}")
