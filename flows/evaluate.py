@@ -1,12 +1,21 @@
 """`warmstart evaluate`: test-day quality beside popularity and the generator's oracle.
 
-Retrieval: recall and NDCG at 10 and K of each test user's clicked items in the Two-Tower
-top-K (FAISS), beside the K most-clicked training items and the oracle's top-K (items ranked
-by expected clicks under the true model). Ranking: AUC and log loss of the DLRM on test
+Retrieval: recall and NDCG at 10 and K of each test user's clicked items in
+    serving     the serving path's top K (every source, ranked and blended), each user in
+                the context (device, time) of their first test click
+    two_tower   the Two-Tower top-K (FAISS) alone
+    popularity  the K most-clicked training items, and the version's own popularity
+                variants: decayed over training and validation days (`recent`), in the
+                test click's device and hour (`context`), in the user's age and gender cell
+                (`demographic`)
+    oracle      the K items with the most expected clicks under the true model
+A version whose users never return to an item (`Blend.exclude_history`, MovieLens) leaves
+each user's own items out of every list alike. Ranking: AUC and log loss of the DLRM on test
 impressions, beside item click-through rate from training and the true click probability.
-Each overall, for cold-start users (no training interactions), for known users masked to
-OOV at inference, and per device. Oracle figures need the `truth/`
-folder that `warmstart generate` writes; for other data they are left out.
+Slices: overall; cold (outside the training vocabulary); new (no interaction at all in the
+version's training and validation days); few (1-3 clicks there); known users masked to OOV at
+inference (Two-Tower); per device. Oracle figures need the `truth/` folder that
+`warmstart generate` writes; for other data they are left out.
 """
 
 from __future__ import annotations
@@ -40,6 +49,7 @@ class EvalConfig:
     diversity: tuple[float, ...] = (0.0, 0.1, 0.25, 0.5, 1.0)
     diversity_users: int = 500
     oracle: bool = True  # score the generator's oracle when the data has ground truth
+    serving: bool = True  # score the serving path's answer (every source, blended)
     seed: int = 0
 
 
@@ -59,6 +69,9 @@ def evaluate(bundle: Bundle, data: Path, cfg: EvalConfig | None = None) -> dict[
     train = read_interactions(data, cfg.split.train, ("item_id", "label"))
     known = set(bundle.features.users)
     test["cold"] = ~test["user_id"].isin(known)
+    seen = read_interactions(data, cfg.split.train + cfg.split.val, ("user_id", "label"))
+    test["interactions"] = test["user_id"].map(seen.groupby("user_id").size()).fillna(0)
+    test["clicks"] = test["user_id"].map(seen.groupby("user_id")["label"].sum()).fillna(0)
 
     # Popularity from training: clicks per item, and smoothed click-through rate.
     pos = train["item_id"].map(item_pos).to_numpy()
@@ -83,7 +96,8 @@ def _world(data: Path, items: pd.DataFrame) -> World | None:
         return None
 
 
-SLICES = ("overall", "cold", "masked", "web", "ios", "android")
+SLICES = ("overall", "cold", "new", "few", "masked", "web", "ios", "android")
+FEW = (1, 3)  # clicks known of a user in the "few" slice
 
 
 def _retrieval(bundle: Bundle, test: pd.DataFrame, world: World | None, clicks: np.ndarray,
@@ -91,34 +105,49 @@ def _retrieval(bundle: Bundle, test: pd.DataFrame, world: World | None, clicks: 
                ) -> dict[str, Any]:
     """Recall and NDCG at 10 and K of each sampled test user's clicked items.
 
-    Slices: cold users (no training interactions); "masked", known users whose features are
-    replaced by OOV at inference (what a known user looks like before login); and per
-    device, where a user's relevant items are their clicks on that device.
+    Slices: cold users (no training interactions); new users (nothing at all known of them);
+    few (1-3 known clicks); "masked", known users whose features are replaced by OOV at
+    inference (what a known user looks like before login); and per device, where a user's
+    relevant items are their clicks on that device.
     """
     clicked = test[test["label"] == 1]
     users = clicked["user_id"].unique()
     if len(users) > cfg.max_users:
         users = np.sort(rng.choice(users, cfg.max_users, replace=False))
     clicked = clicked[clicked["user_id"].isin(users)]
+    first = clicked.sort_values("ts", kind="stable").drop_duplicates("user_id").set_index(
+        "user_id").loc[users]  # each user's first test click: the context of their request
     rows = clicked["item_id"].map(item_pos)
+    exclude = bundle.blend is not None and bundle.blend.exclude_history
+    history = _histories(bundle, users) if exclude else [np.zeros(0, np.int64)] * len(users)
+
     def unique(r: pd.Series) -> pd.Series:
         return r.groupby(clicked["user_id"]).apply(lambda s: np.unique(s.to_numpy()))
 
     per_user = unique(rows)
-    relevant = {"overall": [per_user[u] for u in users]}
+    relevant = {"overall": [np.setdiff1d(per_user[u], h) for u, h in
+                            zip(users, history, strict=True)]}
     for device in ("web", "ios", "android"):
         on = unique(rows[clicked["device"] == device])
-        relevant[device] = [on.get(u, np.array([], dtype=np.int64)) for u in users]
+        relevant[device] = [np.setdiff1d(on.get(u, np.array([], dtype=np.int64)), h)
+                            for u, h in zip(users, history, strict=True)]
     cold = ~np.isin(users, list(bundle.features.users))
+    new = first["interactions"].to_numpy() == 0
+    few = first["clicks"].between(*FEW).to_numpy()
     k = cfg.k
+    deep = k + max((len(h) for h in history), default=0)  # enough left after excluding
 
     u_cols = bundle.features.user_features(users, bundle.user_table)
     masked_cols = {name: np.zeros_like(v) for name, v in u_cols.items()}  # all OOV
-    tops = {
-        "two_tower": search(bundle.index, user_vectors(bundle.two_tower, u_cols), k)[1],
-        "popularity": np.tile(np.argsort(-clicks, kind="stable")[:k], (len(users), 1)),
-    }
-    masked_top = search(bundle.index, user_vectors(bundle.two_tower, masked_cols), k)[1]
+    ranked = {
+        "two_tower": search(bundle.index, user_vectors(bundle.two_tower, u_cols), deep)[1],
+        "popularity": np.tile(np.argsort(-clicks, kind="stable")[:deep], (len(users), 1)),
+    } | _popularity_variants(bundle, first, u_cols, deep)
+    tops = {name: _without(r, history, k) for name, r in ranked.items()}
+    if cfg.serving:
+        tops["serving"] = _serving(bundle, first, users, k)
+    masked_top = _without(search(bundle.index, user_vectors(bundle.two_tower, masked_cols),
+                                 deep)[1], history, k)
     if world is not None:
         uidx = pd.Series(np.arange(world.n_users), index=world.user_ids).reindex(users)
         if uidx.isna().any():
@@ -127,13 +156,16 @@ def _retrieval(bundle: Bundle, test: pd.DataFrame, world: World | None, clicks: 
         expected = world.expected_clicks(uidx.to_numpy(np.int64))  # U, I
         tops["oracle"] = np.argsort(-expected, axis=1)[:, :k]
 
-    out: dict[str, Any] = {"k": k, "users": int(len(users)), "cold_users": int(cold.sum())}
+    out: dict[str, Any] = {"k": k, "users": int(len(users)), "cold_users": int(cold.sum()),
+                           "new_users": int(new.sum()), "few_users": int(few.sum()),
+                           "history_excluded": exclude}
     for name, top in tops.items():
         out[name] = {}
         for sl in SLICES:
             rel = relevant.get(sl, relevant["overall"])
             t = masked_top if (sl == "masked" and name == "two_tower") else top
-            keep = {"cold": cold, "masked": ~cold}.get(sl, np.ones(len(users), bool))
+            keep = {"cold": cold, "new": new, "few": few, "masked": ~cold}.get(
+                sl, np.ones(len(users), bool))
             if not any(len(r) for r, kept in zip(rel, keep, strict=True) if kept):
                 continue  # no clicks in this slice (a device the data lacks, no cold users)
             out[name][sl] = {
@@ -141,6 +173,74 @@ def _retrieval(bundle: Bundle, test: pd.DataFrame, world: World | None, clicks: 
                 for kk in (10, k) for metric, fn in (("recall", recall_at_k),
                                                      ("ndcg", ndcg_at_k))}
     return out
+
+
+def _histories(bundle: Bundle, users: np.ndarray) -> list[np.ndarray]:
+    """Each user's items in the version (train and validation clicks), [] for a stranger."""
+    if bundle.histories is None:
+        return [np.zeros(0, np.int64)] * len(users)
+    rows = bundle.user_table.positions(np.asarray(users, dtype=object))
+    return [bundle.histories.row(int(r)).astype(np.int64) for r in rows]
+
+
+def _without(ranked: np.ndarray, history: list[np.ndarray], k: int) -> np.ndarray:
+    """(U, k) each row of `ranked` (U, >= k) with the user's history left out."""
+    out = np.full((len(ranked), k), -1, dtype=np.int64)
+    for u, (r, h) in enumerate(zip(ranked, history, strict=True)):
+        kept = r[~np.isin(r, h)][:k] if len(h) else r[:k]
+        out[u, :len(kept)] = kept
+    return out
+
+
+def _popularity_variants(bundle: Bundle, first: pd.DataFrame, u_cols: dict[str, np.ndarray],
+                         n: int) -> dict[str, np.ndarray]:
+    """(U, n) lists of the version's popularity: decayed over its days (`recent`), in each
+    user's first test click's device and hour (`context`), in their demographic cell."""
+    from serve.context import request_context
+    from serve.popularity import Demographic, Popularity
+
+    out: dict[str, np.ndarray] = {}
+    if bundle.popularity is None:
+        return out
+    pop = Popularity(bundle.popularity, bundle.item_rows["category"])
+    overall = bundle.popularity.sum(axis=(1, 2))
+    out["popularity_recent"] = np.tile(np.argsort(-overall, kind="stable")[:n],
+                                       (len(first), 1))
+    time_known = bundle.features.time_known
+    ctx = [request_context(d, pd.Timestamp(t).to_pydatetime() if pd.notna(t) else None,
+                           bundle.features.devices, time_known)
+           for d, t in zip(first["device"], first["ts"], strict=True)]
+    out["popularity_context"] = np.stack([pop.top(c.device_index, c.hour, None, n)
+                                          for c in ctx])
+    if bundle.demographic is not None:
+        demo = Demographic(bundle.demographic)
+        out["popularity_demographic"] = np.stack([
+            demo.top(int(a), int(g), n) for a, g in zip(u_cols["age_bucket"], u_cols["gender"],
+                                                        strict=True)])
+    return out
+
+
+def _serving(bundle: Bundle, first: pd.DataFrame, users: np.ndarray, k: int) -> np.ndarray:
+    """(U, k) the serving path's answers (bare stores: the version as published), each user
+    in the device and time of their first test click."""
+    import asyncio
+
+    from serve.pipeline import Pipeline, Request, bare_stores
+    from serve.state import build_state
+
+    state = build_state(bundle)
+    pipeline = Pipeline(state, bare_stores(state), seed=0)
+
+    async def answers() -> np.ndarray:
+        out = np.full((len(users), k), -1, dtype=np.int64)
+        for n, (u, r) in enumerate(zip(users, first.itertuples(), strict=True)):
+            ts = pd.Timestamp(r.ts).to_pydatetime() if pd.notna(r.ts) else None
+            a = await pipeline.recommend(Request(user_id=u, device=r.device, timestamp=ts, k=k))
+            got = [state.item_pos[i["item_id"]] for i in a["items"]]
+            out[n, :len(got)] = got
+        return out
+
+    return asyncio.run(answers())
 
 
 def _nanmean(x: np.ndarray) -> float:
@@ -226,30 +326,40 @@ def _diversity(bundle: Bundle, test: pd.DataFrame, item_pos: dict[str, int],
     return result
 
 
+METHODS = ("serving", "two_tower", "popularity", "popularity_recent", "popularity_context",
+           "popularity_demographic", "oracle")
+
+
 def format_report(report: dict[str, Any]) -> str:
     r, g, k = report["retrieval"], report["ranking"], report["retrieval"]["k"]
-    models = [m for m in ("two_tower", "popularity", "oracle") if m in r]
+    models = [m for m in METHODS if m in r]
     slices = [sl for sl in SLICES if sl in r["two_tower"]]  # slices without rows are left out
     head = "".join(f"{sl:>9}" for sl in slices)
-    lines = [f"retrieval on {r['users']} test users ({r['cold_users']} cold); masked = known "
-             "users with OOV features at inference:"]
+    lines = [f"retrieval on {r['users']} test users ({r['cold_users']} cold, "
+             f"{r.get('new_users', 0)} new, {r.get('few_users', 0)} with 1-3 clicks); masked = "
+             "known users with OOV features at inference:"]
+    if r.get("history_excluded"):
+        lines.append("  each user's own items are left out of every list (users of this data "
+                     "never return to an item)")
     if not report["oracle"]:
         lines.append("  no ground truth in this dataset: oracle rows omitted")
     for metric in (f"recall@{k}", "recall@10", f"ndcg@{k}", "ndcg@10"):
-        lines.append(f"  {metric:<22}{head}")
+        lines.append(f"  {metric:<24}{head}")
         for m in models:
-            lines.append(f"    {m:<20}" + "".join(f"{r[m][sl][metric]:>9.3f}" for sl in slices))
+            lines.append(f"    {m:<22}" + "".join(
+                f"{r[m][sl][metric]:>9.3f}" if sl in r[m] else f"{'':>9}" for sl in slices))
     if "oracle" in r:
-        share = r["two_tower"]["overall"][f"recall@{k}"] / r["oracle"]["overall"][f"recall@{k}"]
-        lines.append(f"  two_tower recall@{k} is {share:.0%} of the oracle's")
+        for m in (m for m in ("serving", "two_tower") if m in r):
+            share = r[m]["overall"][f"recall@{k}"] / r["oracle"]["overall"][f"recall@{k}"]
+            lines.append(f"  {m} recall@{k} is {share:.0%} of the oracle's")
     lines.append(f"ranking on {g['impressions']:,} test impressions ({g['cold_impressions']:,} "
                  "from cold users):")
     slices = [sl for sl in SLICES if sl in g["dlrm"]]
     head = "".join(f"{sl:>9}" for sl in slices)
     for metric in ("auc", "log_loss"):
-        lines.append(f"  {metric:<22}{head}")
+        lines.append(f"  {metric:<24}{head}")
         for m in (m for m in ("dlrm", "popularity", "oracle") if m in g):
-            lines.append(f"    {m:<20}" + "".join(f"{g[m][sl][metric]:>9.4f}" for sl in slices))
+            lines.append(f"    {m:<22}" + "".join(f"{g[m][sl][metric]:>9.4f}" for sl in slices))
     if div := report.get("diversity", {}).get("settings"):
         lines.append(f"serving top 10 by diversity setting ({report['diversity']['users']} test "
                      "users, in the context of their first test click):")

@@ -8,7 +8,8 @@ day(s) in a fraction of a full training's time.
        training get their history features now (their id joins the vocabulary at the next
        full training; the vocabularies and every other fitted transform stay as they are)
     4. the query tower and the DLRM fine-tuned from the current weights at a lower learning
-       rate for fewer epochs; the item tower is frozen, so the FAISS index stays valid
+       rate for fewer epochs; the item tower is frozen, so the FAISS index stays valid; in
+       this process on featurized arrays when the rows fit (`in_process`), else on Ray Train
     5. every item's embedding checked unchanged
     6. both versions evaluated on the same validation days; a new version is written, and
        promoted (LATEST) only when neither retrieval recall nor ranking AUC drops by more
@@ -38,16 +39,26 @@ from flows.layout import (
     INTERACTIONS,
     Split,
     available_days,
+    count_rows,
     day_zero,
     event_days,
     read_interactions,
     write_day_file,
 )
-from flows.train import TrainConfig, click_log_q, featurized, popularity
+from flows.sources import SourcesConfig, fit_sources, with_sources
+from flows.train import (
+    ModelInputs,
+    Negatives,
+    TrainConfig,
+    click_log_q,
+    dlrm_negatives,
+    featurized,
+    featurized_local,
+)
 from serve.event_log import Event, EventLog, log_at
 from train.artifacts import Bundle, load_bundle, new_version, publish
 from train.features import UserTable
-from train.loop import LoopConfig, fit
+from train.loop import LoopConfig, fit, fit_local
 from train.registry import MODELS
 from train.scoring import item_vectors
 
@@ -62,6 +73,11 @@ class FinetuneConfig:
     lr_scale: float = 0.2  # fine-tuning learning rate = full training's x this
     epochs: int = 1
     margin: float = 0.005  # largest drop in validation recall@K or AUC that still promotes
+    # Train in this process (featurized arrays, `fit_local`) instead of on Ray Train: True,
+    # False, or None for "when the rows to train on are at most `in_process_max_rows`" (a
+    # Ray Train start costs more than a day's epoch on small data).
+    in_process: bool | None = None
+    in_process_max_rows: int = 2_000_000
     seed: int = 0
     version: str | None = None
     events: str | None = None  # the serving event log to drain first: a file or redis:// URL
@@ -132,6 +148,9 @@ def drain_events(log: EventLog, data: Path, batch: int = 50_000) -> dict[str, An
     return {"events": written, "days": sorted(days), "files": [str(f) for f in files]}
 
 
+TRAIN_ON = {"process": True, "ray": False}  # --train-on: FinetuneConfig.in_process
+
+
 def plan_days(bundle: Bundle, cfg: FinetuneConfig, available: list[int],
               drained: tuple[int, ...] = ()
               ) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
@@ -159,6 +178,17 @@ def plan_days(bundle: Bundle, cfg: FinetuneConfig, available: list[int],
     if set(val) & set(new):
         raise ValueError("validation days must differ from the new training days")
     return old, new, val
+
+
+def settled(cfg: SourcesConfig, report: dict[str, Any] | None) -> SourcesConfig:
+    """`cfg` with its searches narrowed to what the current version picked (its sources
+    report), so fine-tuning refits the sources without tuning them again."""
+    if not report:
+        return cfg
+    half_life = report.get("half_life_days")
+    l2 = report.get("item_item", {}).get("l2") or cfg.item_item.l2
+    return replace(cfg, half_lives=(half_life,),
+                   item_item=replace(cfg.item_item, l2=l2, l2_grid=(l2,)))
 
 
 def should_promote(compare: dict[str, tuple[float, float]], margin: float) -> bool:
@@ -191,31 +221,67 @@ def finetune(cfg: FinetuneConfig, train_cfg: TrainConfig | None = None) -> dict[
     log_q = click_log_q(seen, items)
     del seen
 
-    def rows(clicks_only: bool, columns: tuple[str, ...]) -> Any:
-        replay = featurized(cfg.data, old, features, table, items, current.item_content,
-                            clicks_only, columns, 0, sample=cfg.replay_share, seed=cfg.seed)
-        fresh = featurized(cfg.data, new, features, table, items, current.item_content,
-                           clicks_only, columns, 0)
-        return replay.union(fresh)  # streamed: one epoch reads each row once
-
-    def val_rows(clicks_only: bool, columns: tuple[str, ...]) -> Any:
-        return featurized(cfg.data, val, features, table, items, current.item_content,
-                          clicks_only, columns, tcfg.cache_max_rows)
-
     def loop(base: LoopConfig, freeze: tuple[str, ...] = ()) -> LoopConfig:
         return replace(base, epochs=cfg.epochs, lr=base.lr * cfg.lr_scale, freeze=freeze,
                        seed=cfg.seed)
 
     run = cfg.version or new_version()
-    storage = (cfg.artifacts / "_runs").resolve()
-    # 4. Fine-tune, the item tower frozen.
+    negatives = dlrm_negatives(tcfg, cfg.data, Split(train=old))
     tt_cols, dlrm_cols = MODELS["two_tower"].columns, MODELS["dlrm"].columns
-    tt, tt_hist = fit("two_tower", current.two_tower.cfg, cards, rows(True, tt_cols),
-                      val_rows(True, tt_cols), loop(tcfg.two_tower_loop, ("item_tower",)),
-                      storage, f"{run}-two_tower", {"log_q": log_q}, init=current.two_tower)
-    dlrm, dlrm_hist = fit("dlrm", current.dlrm.cfg, cards, rows(False, dlrm_cols),
-                          val_rows(False, dlrm_cols), loop(tcfg.dlrm_loop), storage,
-                          f"{run}-dlrm", init=current.dlrm)
+    tt_fn, dlrm_fn = (ModelInputs(features, table, items, current.item_content, columns,
+                                  Negatives.of(negatives, log_q, items) if negatives and
+                                  columns == dlrm_cols else None, cfg.seed)
+                      for columns in (tt_cols, dlrm_cols))
+    n_rows = count_rows(cfg.data, new) + cfg.replay_share * count_rows(cfg.data, old)
+    local = cfg.in_process if cfg.in_process is not None else (
+        n_rows <= cfg.in_process_max_rows and tcfg.dlrm_loop.accelerator == "cpu")
+    # 4. Fine-tune, the item tower frozen.
+    if local:
+        def arrays(days: tuple[int, ...], fn: ModelInputs, clicks_only: bool,
+                   sample: float | None = None) -> dict[str, np.ndarray]:
+            return featurized_local(cfg.data, days, fn, clicks_only, sample, cfg.seed)
+
+        def joined(fn: ModelInputs, clicks_only: bool) -> dict[str, np.ndarray]:
+            replay = arrays(old, fn, clicks_only, cfg.replay_share)
+            fresh = arrays(new, fn, clicks_only)
+            return {k: np.concatenate([replay[k], fresh[k]]) for k in replay}
+
+        print(f"[finetune] training in process ({n_rows:,.0f} rows)")
+        tt, tt_hist = fit_local("two_tower", current.two_tower.cfg, cards, joined(tt_fn, True),
+                                arrays(val, tt_fn, True), loop(tcfg.two_tower_loop,
+                                                               ("item_tower",)),
+                                {"log_q": log_q}, init=current.two_tower)
+        dlrm, dlrm_hist = fit_local("dlrm", current.dlrm.cfg, cards, joined(dlrm_fn, False),
+                                    arrays(val, dlrm_fn, False), loop(tcfg.dlrm_loop),
+                                    init=current.dlrm)
+    else:
+        def rows(fn: ModelInputs, clicks_only: bool) -> Any:
+            replay = featurized(cfg.data, old, features, table, items, current.item_content,
+                                clicks_only, fn.columns, 0, sample=cfg.replay_share,
+                                seed=cfg.seed, negatives=fn.negatives)
+            fresh = featurized(cfg.data, new, features, table, items, current.item_content,
+                               clicks_only, fn.columns, 0, negatives=fn.negatives)
+            return replay.union(fresh)  # streamed: one epoch reads each row once
+
+        def val_rows(fn: ModelInputs, clicks_only: bool) -> Any:
+            return featurized(cfg.data, val, features, table, items, current.item_content,
+                              clicks_only, fn.columns, tcfg.cache_max_rows,
+                              negatives=fn.negatives)
+
+        from flows.runtime import start_ray
+
+        storage = (cfg.artifacts / "_runs").resolve()
+        with start_ray():  # joins the running Ray when there is one
+            tt, tt_hist = fit("two_tower", current.two_tower.cfg, cards, rows(tt_fn, True),
+                              val_rows(tt_fn, True), loop(tcfg.two_tower_loop,
+                                                          ("item_tower",)),
+                              storage, f"{run}-two_tower", {"log_q": log_q},
+                              init=current.two_tower)
+            dlrm, dlrm_hist = fit("dlrm", current.dlrm.cfg, cards, rows(dlrm_fn, False),
+                                  val_rows(dlrm_fn, False), loop(tcfg.dlrm_loop), storage,
+                                  f"{run}-dlrm", init=current.dlrm)
+        for ray_run in storage.glob(f"{run}-*"):
+            shutil.rmtree(ray_run, ignore_errors=True)
     # 5. The index must still hold exactly these items' vectors.
     drift = float(np.abs(item_vectors(tt, current.item_rows)
                          - current.index.reconstruct_n(0, current.index.ntotal)).max())
@@ -227,9 +293,15 @@ def finetune(cfg: FinetuneConfig, train_cfg: TrainConfig | None = None) -> dict[
     tuned = Bundle(version=run, path=cfg.artifacts / run, manifest={}, features=features,
                    two_tower=tt, dlrm=dlrm, index=current.index, items=items,
                    users=current.users, user_table=table, item_content=current.item_content)
+    # The closed-form sources and the blend again, with the version's settings (its l2 and
+    # half-life, not a new search), so that the new days join them too.
+    sources = fit_sources(tuned, cfg.data, old + new, val,
+                          settled(tcfg.sources, current.manifest["metrics"].get("sources")))
+    tuned = with_sources(tuned, sources)
     split = Split(train=old + new, val=(), test=val)
-    # The decision needs the two models side by side, not the oracle (the costly part).
-    ecfg = EvalConfig(split=split, oracle=False)
+    # The decision needs the two models side by side: not the oracle, nor the serving answer
+    # (its sources have now seen the validation days), nor the diversity sweep.
+    ecfg = EvalConfig(split=split, oracle=False, serving=False, diversity=())
     before = evaluate(current, cfg.data, ecfg)  # as served today
     after = evaluate(tuned, cfg.data, ecfg)
     k = after["retrieval"]["k"]
@@ -241,8 +313,10 @@ def finetune(cfg: FinetuneConfig, train_cfg: TrainConfig | None = None) -> dict[
     }
     promote = should_promote(compare, cfg.margin)
     seconds = time.perf_counter() - t0
-    metrics = {"finetune": {"from_version": current.version, "new_days": list(new),
+    metrics = {"sources": sources.report,
+               "finetune": {"from_version": current.version, "new_days": list(new),
                             "replay_share": cfg.replay_share, "validation_days": list(val),
+                            "in_process": local,
                             "before_after": compare, "margin": cfg.margin,
                             "promoted": promote, "item_embedding_drift": drift,
                             "seconds": seconds},
@@ -253,10 +327,9 @@ def finetune(cfg: FinetuneConfig, train_cfg: TrainConfig | None = None) -> dict[
                      index=current.index, items=items, users=current.users, user_table=table,
                      item_content=current.item_content, data_window=window,
                      metrics=json.loads(json.dumps(metrics, default=float)),
-                     popularity=popularity(cfg.data, Split(train=old + new), features, items),
-                     promote=promote)
-    for ray_run in storage.glob(f"{run}-*"):
-        shutil.rmtree(ray_run, ignore_errors=True)
+                     popularity=sources.popularity, demographic=sources.demographic,
+                     item_item=sources.item_item, histories=sources.histories,
+                     blend=sources.blend, promote=promote)
     for name, (b, a) in compare.items():
         print(f"[finetune]   {name}: {b:.4f} -> {a:.4f}")
     verdict = "promoted (LATEST)" if promote else f"not promoted (a drop > {cfg.margin})"
@@ -282,6 +355,9 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--margin", type=float, default=d.margin,
                    help="largest validation drop in recall or AUC that still promotes "
                         "(default %(default)s)")
+    p.add_argument("--train-on", choices=tuple(TRAIN_ON), default=None,
+                   help="where the models train: process (this one), ray (Ray Train), or by "
+                        f"default this process up to {d.in_process_max_rows:,} rows")
     p.add_argument("--events", default=d.events,
                    help="serving event log to drain into the data first: a file (the local "
                         "log) or a redis:// URL (the stream 'events'); its day(s) join the "
@@ -292,17 +368,16 @@ def config(args: argparse.Namespace) -> FinetuneConfig:
     return FinetuneConfig(data=args.data, artifacts=args.artifacts,
                           new_days=tuple(args.days or ()), val_days=tuple(args.val_days or ()),
                           replay_share=args.replay, epochs=args.epochs,
-                          lr_scale=args.lr_scale, margin=args.margin, events=args.events)
+                          lr_scale=args.lr_scale, margin=args.margin, events=args.events,
+                          in_process=TRAIN_ON.get(args.train_on))
 
 
 def run(args: argparse.Namespace) -> None:
-    from flows.runtime import start_ray
     from train.artifacts import resolve, verify
 
     cfg = config(args)
-    verify(resolve(cfg.artifacts))  # a clear error before Ray starts
-    with start_ray():
-        finetune(cfg)
+    verify(resolve(cfg.artifacts))  # a clear error before anything runs
+    finetune(cfg)  # starts Ray only when it trains on Ray Train
 
 
 if __name__ == "__main__":

@@ -9,8 +9,10 @@ rerun skips every step whose inputs are unchanged):
     4. embed_items      the item tower over the whole catalog
     5. build_index      FAISS over those vectors
     6. train_ranker     DLRM on every impression (Ray Train)
-    7. evaluate         on the test days, beside popularity and the generator's oracle
-    8. publish          artifacts/<version>/, LATEST updated
+    7. fit_sources      item-item, popularity in context and demographic cell, and the blend
+                        of every signal, tuned on the validation days (flows/sources.py)
+    8. evaluate         on the test days, beside popularity and the generator's oracle
+    9. publish          artifacts/<version>/, LATEST updated
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import json
 import logging
 import shutil
 import time
+import zlib
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -41,6 +44,7 @@ from flows.layout import (
     read_items,
     read_users,
 )
+from flows.sources import Sources, SourcesConfig, fit_sources, with_sources
 from flows.steps import Steps, fingerprint
 from index.faiss_index import IndexConfig, build_index, load_index, save_index
 from train.accelerators import ACCELERATORS
@@ -72,6 +76,10 @@ class TrainConfig:
     dlrm_loop: LoopConfig = field(
         default_factory=lambda: LoopConfig(epochs=3, batch_size=512, lr=0.02))
     index: IndexConfig = field(default_factory=IndexConfig)
+    sources: SourcesConfig = field(default_factory=SourcesConfig)
+    # Sampled negatives per positive for the DLRM; None: 4 when the training days hold
+    # positives only (flows/train.py `Negatives`), else 0 (the data's own negatives).
+    dlrm_negatives: int | None = None
     min_freq: int = 1
     # Item content: the text encoder (None: no content input), an optional CLIP folder for
     # items that have an `image` column, and the PCA width both are reduced to.
@@ -95,28 +103,91 @@ class TrainConfig:
 def featurized(data: Path, days: tuple[int, ...], features: Features, table: UserTable,
                items: pd.DataFrame, item_content: np.ndarray | None, clicks_only: bool,
                columns: tuple[str, ...], cache_max_rows: int, sample: float | None = None,
-               seed: int = 0) -> Any:
+               seed: int = 0, negatives: Negatives | None = None) -> Any:
     """A Ray Dataset of model inputs for the given days: streamed, or materialized once when
     it holds at most `cache_max_rows` rows. `sample` keeps that share of the raw rows, drawn
-    before featurizing so the rest cost only their reading."""
+    before featurizing so the rest cost only their reading. `negatives` adds sampled
+    negatives to each batch (data of positives only)."""
     from ray.data.expressions import col
 
-    item_rows = features.item_table(items, item_content)
-    item_pos = {iid: n for n, iid in enumerate(items["item_id"])}
+    fn = ModelInputs(features, table, items, item_content, columns, negatives, seed)
     ds = ray_interactions(data, days)
     if sample is not None:
         ds = ds.random_sample(sample, seed=seed)
     if clicks_only:
         ds = ds.filter(expr=col("label") == 1)
-
-    def fn(batch: pd.DataFrame) -> dict[str, np.ndarray]:
-        out = featurize(batch, features, table, item_rows, item_pos)
-        return {k: out[k] for k in columns}
-
     ds = ds.map_batches(fn, batch_format="pandas", batch_size=8192, num_cpus=0.5)
     if count_rows(data, days) <= cache_max_rows:
         return ds.materialize()
     return ds
+
+
+@dataclass(frozen=True)
+class Negatives:
+    """Sampled negatives for the DLRM when the data holds positives only (every rating an
+    implicit positive): without them it would learn that everything is clicked. Each
+    positive row gets `per_positive` copies with another item, drawn in proportion to its
+    training clicks to the 0.75 (as word2vec samples words), labelled 0."""
+
+    per_positive: int
+    item_ids: np.ndarray  # (I,) object
+    probs: np.ndarray  # (I,)
+
+    @classmethod
+    def of(cls, per_positive: int, log_q: np.ndarray, items: pd.DataFrame) -> Negatives:
+        w = np.exp(log_q) ** 0.75  # log_q: add-one smoothed log click share
+        return cls(per_positive, items["item_id"].astype(str).to_numpy(object), w / w.sum())
+
+    def add(self, batch: pd.DataFrame, seed: int) -> pd.DataFrame:
+        pos = batch[batch["label"] == 1]
+        neg = pos.loc[pos.index.repeat(self.per_positive)].copy()
+        # A batch's own seed: the same rows draw the same negatives in every run.
+        rng = np.random.default_rng([seed, zlib.crc32("".join(pos["user_id"].astype(str)[:64])
+                                                      .encode())])
+        neg["item_id"] = self.item_ids[rng.choice(len(self.item_ids), len(neg), p=self.probs)]
+        neg["label"] = 0
+        return pd.concat([batch, neg], ignore_index=True)
+
+
+def dlrm_negatives(cfg: TrainConfig, data: Path, split: Split) -> int:
+    """Negatives per positive for the DLRM: `cfg.dlrm_negatives`, or when None, 4 for data
+    whose training days hold (almost) no negative rows, else 0."""
+    if cfg.dlrm_negatives is not None:
+        return cfg.dlrm_negatives
+    labels = read_interactions(data, split.train, ("label",))["label"]
+    return 4 if (labels == 0).mean() < 0.01 else 0
+
+
+class ModelInputs:
+    """Interaction rows (a pandas batch) -> the model's featurized columns, sampled negatives
+    added first when given: the one function a Ray Data batch and an in-process read go
+    through."""
+
+    def __init__(self, features: Features, table: UserTable, items: pd.DataFrame,
+                 item_content: np.ndarray | None, columns: tuple[str, ...],
+                 negatives: Negatives | None = None, seed: int = 0) -> None:
+        self.features, self.table, self.columns = features, table, columns
+        self.negatives, self.seed = negatives, seed
+        self.item_rows = features.item_table(items, item_content)
+        self.item_pos = {iid: n for n, iid in enumerate(items["item_id"])}
+
+    def __call__(self, batch: pd.DataFrame) -> dict[str, np.ndarray]:
+        if self.negatives is not None:
+            batch = self.negatives.add(batch, self.seed)
+        out = featurize(batch, self.features, self.table, self.item_rows, self.item_pos)
+        return {k: out[k] for k in self.columns}
+
+
+def featurized_local(data: Path, days: tuple[int, ...], fn: ModelInputs, clicks_only: bool,
+                     sample: float | None = None, seed: int = 0) -> dict[str, np.ndarray]:
+    """What `featurized` gives, as arrays in this process: for data small enough that
+    reading it here costs less than starting Ray Data's workers."""
+    rows = read_interactions(data, days)
+    if sample is not None:
+        rows = rows[np.random.default_rng(seed).random(len(rows)) < sample]
+    if clicks_only:
+        rows = rows[rows["label"] == 1]
+    return fn(rows.reset_index(drop=True))
 
 
 def for_data_size(cfg: TrainConfig, train_rows: int) -> TrainConfig:
@@ -184,20 +255,6 @@ def fit_features(data: Path, days: tuple[int, ...], users: pd.DataFrame, items: 
     return Fitted(features, table, click_log_q(rows, items), content)
 
 
-def popularity(data: Path, split: Split, features: Features, items: pd.DataFrame
-               ) -> np.ndarray:
-    """(I, D, H) training clicks per catalog row, device index and hour bucket: the context-
-    conditioned popularity that serving retrieves for cold users."""
-    from serve.popularity import counts
-
-    rows = read_interactions(data, split.train, ("item_id", "device", "hour", "label"))
-    pos = pd.Series({iid: n for n, iid in enumerate(items["item_id"].astype(str))})
-    return counts(pos.reindex(rows["item_id"]).to_numpy(np.int64),
-                  features.lookup("device", rows["device"]), rows["hour"].to_numpy(np.int64),
-                  rows["label"].to_numpy(), n_items=len(items),
-                  n_devices=features.cardinalities["device"])
-
-
 def train(cfg: TrainConfig) -> Path:
     """Run the whole training flow on the running Ray; returns the published version folder."""
     from flows.evaluate import EvalConfig, evaluate
@@ -233,9 +290,13 @@ def train(cfg: TrainConfig) -> Path:
     storage = (cfg.artifacts / "_runs").resolve()
     run = cfg.version or new_version()
 
+    negatives = dlrm_negatives(cfg, cfg.data, split)
+
     def days(which: tuple[int, ...], clicks_only: bool, columns: tuple[str, ...]) -> Any:
         return featurized(cfg.data, which, features, fitted.table, items, fitted.content,
-                          clicks_only, columns, cfg.cache_max_rows)
+                          clicks_only, columns, cfg.cache_max_rows, negatives=None
+                          if clicks_only or not negatives
+                          else Negatives.of(negatives, fitted.log_q, items))
 
     # 3. Retrieval.
     def train_retrieval(out: Path) -> None:
@@ -270,26 +331,36 @@ def train(cfg: TrainConfig) -> Path:
         (out / "history.json").write_text(json.dumps(_clean(hist)))
 
     dl_dir = steps.run("train_ranker", {
-        "data": data_in(split.train + split.val), "model": cfg.dlrm, "loop": cfg.dlrm_loop},
-        train_ranker, after=("fit_features",))
+        "data": data_in(split.train + split.val), "model": cfg.dlrm, "loop": cfg.dlrm_loop,
+        "negatives": negatives}, train_ranker, after=("fit_features",))
 
-    bundle = Bundle(version=run, path=cfg.artifacts / run, manifest={}, features=features,
+    models = Bundle(version=run, path=cfg.artifacts / run, manifest={}, features=features,
                     two_tower=two_tower, dlrm=load_model("dlrm", dl_dir),
                     index=load_index(idx_dir / "index.faiss"), items=items, users=users,
                     user_table=fitted.table, item_content=content)
 
-    # 7. Evaluation.
+    # 7. The closed-form sources and the blend, on the validation days.
+    src_dir = steps.run("fit_sources", {"data": data_in(split.train + split.val),
+                                        "sources": cfg.sources, "split": split},
+                        lambda out: fit_sources(models, cfg.data, split.train, split.val,
+                                                cfg.sources).save(out),
+                        after=("build_index", "train_ranker"))
+    sources = Sources.load(src_dir)
+    bundle = with_sources(models, sources)
+
+    # 8. Evaluation.
     ev_dir = steps.run("evaluate", {"data": data_in(split.test), "split": split},
                        lambda out: (out / "report.json").write_text(json.dumps(
                            evaluate(bundle, cfg.data, EvalConfig(split=split)), default=float)),
-                       after=("build_index", "train_ranker"))
+                       after=("fit_sources",))
 
-    # 8. Publish (once per distinct set of inputs: a rerun returns the same version).
+    # 9. Publish (once per distinct set of inputs: a rerun returns the same version).
     def publish_step(out: Path) -> None:
         metrics = {
             "evaluation": json.loads((ev_dir / "report.json").read_text()),
             "two_tower_epochs": json.loads((tt_dir / "history.json").read_text()),
             "dlrm_epochs": json.loads((dl_dir / "history.json").read_text()),
+            "sources": sources.report,
             "train_seconds": time.perf_counter() - t0,
             "steps": {"ran": list(steps.ran), "reused": list(steps.skipped)},
         }
@@ -298,8 +369,9 @@ def train(cfg: TrainConfig) -> Path:
         folder = publish(cfg.artifacts, run, features=features, two_tower=bundle.two_tower,
                          dlrm=bundle.dlrm, index=bundle.index, items=items, users=users,
                          user_table=fitted.table, item_content=content, data_window=window,
-                         metrics=metrics, popularity=popularity(cfg.data, split, features,
-                                                                items))
+                         metrics=metrics, popularity=sources.popularity,
+                         demographic=sources.demographic, item_item=sources.item_item,
+                         histories=sources.histories, blend=sources.blend)
         (out / "version.txt").write_text(folder.name)
 
     pub_dir = steps.run("publish", {}, publish_step, after=("evaluate",),

@@ -34,11 +34,16 @@ class GroundingConfig:
     threshold: float = 0.5  # cosine similarity of a topic to its nearest catalog term
     min_items: int = 3  # a description word must occur in this many items to be a term
     max_terms: int = 2000
+    # Also every full name in the items' category lists ("film-noir", "sci-fi") and every
+    # item title ("star wars"): a topic can then ground on a named kind or a named item, not
+    # only on single frequent words. Off: categories, styles and frequent words alone.
+    titles_and_kinds: bool = True
 
 
 def catalog_vocabulary(items: pd.DataFrame, cfg: GroundingConfig | None = None) -> list[str]:
     """What topics are grounded against: categories, styles (and any `categories` or `genres`
-    column's words), and description words that occur in at least `cfg.min_items` items.
+    column's words), description words that occur in at least `cfg.min_items` items, and with
+    `cfg.titles_and_kinds` every category name and item title.
 
     Words common to most of the catalog ("made", "range") say nothing about interests, so
     words in more than half the items are left out, as are stopwords.
@@ -52,6 +57,19 @@ def catalog_vocabulary(items: pd.DataFrame, cfg: GroundingConfig | None = None) 
                 t = normalize(v)
                 if t and t not in ("none", "unknown"):
                     terms[t] = None
+    if cfg.titles_and_kinds:
+        for col, sep in (("categories", "|"), ("genres", None)):
+            if col in items:
+                for v in items[col].dropna().astype(str):
+                    for part in (v.split(sep) if sep else v.split()):
+                        t = normalize(part)
+                        if t and t not in ("none", "unknown"):
+                            terms[t] = None
+        if "name" in items:
+            for v in items["name"].dropna().astype(str):
+                t = normalize(v)
+                if 2 < len(t) <= 60:
+                    terms.setdefault(t, None)
     text_cols = [c for c in ("name", "description", "categories", "genres") if c in items]
     if text_cols:
         docs = items[text_cols].fillna("").astype(str).agg(" ".join, axis=1)

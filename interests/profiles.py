@@ -15,11 +15,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from interests.prompts import HistoryItem, PromptConfig
+from interests.prompts import HistoryItem, PromptConfig, item_details
 from train.encoders import item_texts
 
 PROFILE_COLUMNS = ("user_id", "titles", "categories", "styles", "reviews", "texts",
-                   "n_history", "n_unknown")
+                   "details", "n_history", "n_unknown")
 
 
 def build_profiles(items: pd.DataFrame, clicks: pd.DataFrame, user_ids: list[str],
@@ -44,7 +44,8 @@ def build_profiles(items: pd.DataFrame, clicks: pd.DataFrame, user_ids: list[str
                               strict=True), given["text"].astype(str), strict=True))
     texts = pd.Series(item_texts(cat), index=cat.index)
     rows: dict[str, dict[str, list[str]]] = {
-        u: {"titles": [], "categories": [], "styles": [], "reviews": [], "texts": []}
+        u: {"titles": [], "categories": [], "styles": [], "reviews": [], "texts": [],
+            "details": []}
         for u in user_ids}
     for u, i in zip(c["user_id"].to_numpy(), c["item_id"].to_numpy(), strict=True):
         if u not in rows:
@@ -56,13 +57,16 @@ def build_profiles(items: pd.DataFrame, clicks: pd.DataFrame, user_ids: list[str
         r["styles"].append(str(it.get("style", "")))
         r["reviews"].append(review.get((u, i), ""))
         r["texts"].append(str(texts[i]))
+        r["details"].append(item_details(it))
     out = pd.DataFrame([{"user_id": u, **r} for u, r in rows.items()],
-                       columns=list(PROFILE_COLUMNS[:6]))
+                       columns=list(PROFILE_COLUMNS[:7]))
     out["n_history"] = out["titles"].map(len).astype(np.int64)
     out["n_unknown"] = out["user_id"].map(n_unknown).fillna(0).astype(np.int64)
     return out
 
 
 def history(row: Any) -> list[HistoryItem]:
-    return [HistoryItem(t, c, s, r) for t, c, s, r in
-            zip(row["titles"], row["categories"], row["styles"], row["reviews"], strict=True)]
+    details = row["details"] if "details" in row else [""] * len(row["titles"])
+    return [HistoryItem(t, c, s, r, d) for t, c, s, r, d in
+            zip(row["titles"], row["categories"], row["styles"], row["reviews"], details,
+                strict=True)]

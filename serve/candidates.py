@@ -11,8 +11,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-TWO_TOWER, INTERESTS, POPULAR = 1, 2, 4
-SOURCES = {TWO_TOWER: "two_tower", INTERESTS: "interests", POPULAR: "popular"}
+TWO_TOWER, INTERESTS, POPULAR, ITEM_ITEM, DEMOGRAPHIC = 1, 2, 4, 8, 16
+SOURCES = {TWO_TOWER: "two_tower", ITEM_ITEM: "item_item", INTERESTS: "interests",
+           POPULAR: "popular", DEMOGRAPHIC: "demographic"}
 
 
 @dataclass(frozen=True)

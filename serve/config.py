@@ -13,16 +13,19 @@ from serve.event_log import EventLogConfig
 from serve.events import ActivityConfig
 from serve.online import OnlineConfig
 from serve.popularity import PopularityConfig
+from serve.recent import RecentConfig
 from serve.seen import SeenConfig
 
 
 @dataclass(frozen=True)
 class ServeConfig:
-    retrieval_k: int = 300  # candidates fetched from FAISS before ranking
+    retrieval_k: int = 200  # candidates fetched from FAISS before ranking
     default_k: int = 10  # items answered when a request does not say
     max_k: int = 100  # the most a request may ask for
+    item_item_k: int = 150  # candidates from the user's items (item-item), when they have any
     interest_k: int = 50  # candidates from a cold user's interest vector
-    popular_k: int = 100  # popularity candidates for a user without history, per context
+    popular_k: int = 100  # popularity candidates in the request's context
+    demographic_k: int = 50  # popularity candidates in the user's age bucket and gender
     # Share of the top-k kept for interest candidates: the DLRM knows little of a cold user
     # and would otherwise rank popular two-tower items above everything the LLM found.
     interest_share: float = 0.5
@@ -59,6 +62,7 @@ class StoresConfig:
     popularity: PopularityConfig = field(default_factory=PopularityConfig)
     events: EventLogConfig = field(default_factory=EventLogConfig)
     activity: ActivityConfig = field(default_factory=ActivityConfig)
+    recent: RecentConfig = field(default_factory=RecentConfig)
 
     @classmethod
     def redis(cls, url: str, **kw: Any) -> StoresConfig:
@@ -69,7 +73,8 @@ class StoresConfig:
                    seen=replace(d.seen, backend="redis", url=url),
                    popularity=replace(d.popularity, backend="redis", url=url),
                    events=replace(d.events, backend="redis", url=url),
-                   activity=d.activity)
+                   activity=d.activity,
+                   recent=replace(d.recent, backend="redis", url=url))
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> StoresConfig:

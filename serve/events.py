@@ -9,6 +9,8 @@ request sees.
         interest the user's recent category shares shift toward the item's category,
                  and the new top category is pushed to the online store
         popularity a click or purchase counts toward the item's popularity in its context
+        recent   a click or purchase joins the user's recent items, which the item-item
+                 source reads on the next request
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import numpy as np
 
 from serve.event_log import Event, EventLog
 from serve.popularity import Popularity
+from serve.recent import NoRecent, RecentItems
 from serve.stores import StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -80,9 +83,10 @@ class EventSink:
 
     def __init__(self, log: EventLog, seen: SeenFilter, online: OnlineStore,
                  popularity: Popularity, item_pos: Mapping[str, int], item_category: np.ndarray,
-                 activity: ActivityConfig | None = None, n_categories: int | None = None
-                 ) -> None:
+                 activity: ActivityConfig | None = None, n_categories: int | None = None,
+                 recent: RecentItems | None = None) -> None:
         self.log = log
+        self.recent = recent or NoRecent()
         self.seen = seen
         self.online = online
         self.popularity = popularity
@@ -110,6 +114,7 @@ class EventSink:
             "seen": lambda: self.seen.add(event.user_id, [event.item_id]),
             "interest": lambda: self._shift(event, row),
             "popularity": lambda: self._count(event, row, device, hour),
+            "recent": lambda: self._remember(event),
         }
         degraded = [name for name, effect in effects.items()
                     if not self._applied(name, effect, event)]
@@ -132,6 +137,10 @@ class EventSink:
         shares, top = shift_interest(history, int(self.item_category[row]), event.label,
                                      self.activity)
         self.online.push(event.user_id, top, shares)
+
+    def _remember(self, event: Event) -> None:
+        if event.label:  # the item-item source reads what the user chose, not what they saw
+            self.recent.add(event.user_id, event.item_id)
 
     def _count(self, event: Event, row: int, device: int, hour: int) -> None:
         if event.label:  # popularity counts clicks and purchases

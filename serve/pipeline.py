@@ -1,11 +1,14 @@
 """The online path of one request, as numbered stage calls on one immutable serving state.
 
     1 context        serve/context.py        fill in time and device
-    2 user features  serve/user_features.py  online store, else the version's arrays, else OOV
-    3 retrieval      serve/retrieval.py      query tower + FAISS, interests, popularity
+    2 user features  serve/user_features.py  online store, else the version's arrays, else OOV;
+                                             the user's items (version history + recent clicks)
+    3 retrieval      serve/retrieval.py      query tower + FAISS, item-item, interests,
+                                             popularity in context and demographic cell
     4 seen filter    serve/seen.py           drop what the user saw in the last days
     5 item features  serve/ranking.py        gathered from the in-process array cache
-    6 ranking        serve/ranking.py        DLRM click probability (batched in Serve)
+    6 ranking        serve/ranking.py        DLRM click probability (batched in Serve), then
+                                             every signal blended into one score (train/blend.py)
     7 sampling       serve/sampling.py       top-k, or diversity sampling
     8 response       here                    ids, scores, sources, version, degraded stages
 
@@ -23,7 +26,7 @@ import logging
 import time
 from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 import numpy as np
@@ -31,17 +34,18 @@ import numpy as np
 from serve import ranking
 from serve.candidates import INTERESTS, Candidates
 from serve.config import ServeConfig, StoresConfig
-from serve.context import request_context
+from serve.context import Context, request_context
 from serve.event_log import Event, EventKind, open_log
 from serve.events import EventSink
 from serve.online import OnlineFeatures, open_online
 from serve.popularity import Popularity, PopularityConfig, open_popularity
+from serve.recent import NoRecent, RecentItems, open_recent
 from serve.retrieval import fill, retrieve
 from serve.sampling import choose
 from serve.seen import SeenConfig, SeenFilter, open_seen
 from serve.state import ServingState
 from serve.stores import StoreUnavailable
-from serve.user_features import user_features
+from serve.user_features import User, user_features
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +69,18 @@ class Stores:
     seen: SeenFilter
     popularity: Popularity
     events: EventSink | None  # None: a read-only pipeline (evaluation), events refused
+    recent: RecentItems = field(default_factory=NoRecent)
+
+
+@dataclass(frozen=True)
+class Ranked:
+    """One request after ranking: its candidates, their signals and blended scores."""
+
+    ctx: Context
+    user: User
+    cands: Candidates
+    signals: np.ndarray  # (N, F) in train/blend.py SIGNALS order
+    scores: np.ndarray  # (N,) blended, in (0, 1)
 
 
 @dataclass(frozen=True)
@@ -78,11 +94,13 @@ def open_stores(state: ServingState, cfg: StoresConfig) -> Stores:
     seen = open_seen(cfg.seen)
     popularity = open_popularity(cfg.popularity, state.popularity, state.item_category,
                                  state.version)
+    recent = open_recent(cfg.recent)
     events = EventSink(log=open_log(cfg.events), seen=seen, online=online,
                        popularity=popularity, item_pos=state.item_pos,
                        item_category=state.item_category, activity=cfg.activity,
-                       n_categories=state.n_categories)
-    return Stores(online=online, seen=seen, popularity=popularity, events=events)
+                       n_categories=state.n_categories, recent=recent)
+    return Stores(online=online, seen=seen, popularity=popularity, events=events,
+                  recent=recent)
 
 
 def bare_stores(state: ServingState) -> Stores:
@@ -113,41 +131,56 @@ class Pipeline:
 
     async def recommend(self, req: Request, rank: Rank = rank_now) -> dict[str, Any]:
         live = self.live  # one version for the whole request
-        state, stores, cfg = live.state, live.stores, self.cfg
+        state, cfg = live.state, self.cfg
         degraded: list[str] = []
         clock = _Clock(self.seconds)
-        ctx = request_context(req.device, req.timestamp, state.devices,  # 1
-                              state.bundle.features.time_known)
-        clock.tick("context")
-        user = user_features(state, stores.online, req.user_id, degraded)  # 2
-        clock.tick("user_features")
-        cands = retrieve(state, stores.popularity, user, ctx, cfg)  # 3
-        clock.tick("retrieval")
-        cands, dropped = self._unseen(stores.seen, req.user_id, state, cands, degraded)  # 4
-        cands = fill(cands, stores.popularity, ctx, req.k, exclude=dropped)
-        clock.tick("seen_filter")
-        x = ranking.rows(state, user, ctx, cands)  # 5
-        clock.tick("item_features")
-        scores = await rank(state, x)  # 6
-        clock.tick("ranking")
-        chosen = choose(scores, req.k, req.diversity, cfg.temperature, self.rng,  # 7
-                        reserved=cands.has(INTERESTS), reserve_share=cfg.interest_share)
+        r = await self._ranked(live, req, rank, degraded, clock)  # 1-6
+        chosen = choose(r.scores, req.k, req.diversity, cfg.temperature, self.rng,  # 7
+                        reserved=r.cands.has(INTERESTS), reserve_share=cfg.interest_share)
         clock.tick("sampling")
-        sources = cands.keep(chosen).source_names()  # 8
+        sources = r.cands.keep(chosen).source_names()  # 8
         out = {
             "user_id": req.user_id,
-            "known_user": user.known,
-            "device": ctx.device,
+            "known_user": r.user.known,
+            "device": r.ctx.device,
             "model_version": state.version,
-            "items": [{"item_id": state.item_ids[cands.rows[t]], "score": float(scores[t]),
+            "items": [{"item_id": state.item_ids[r.cands.rows[t]], "score": float(r.scores[t]),
                        "source": s} for t, s in zip(chosen.tolist(), sources, strict=True)],
             "degraded": degraded,
-            "warnings": [ctx.warning] if ctx.warning else [],
+            "warnings": [r.ctx.warning] if r.ctx.warning else [],
         }
         clock.tick("response")
         self.requests += 1
         self.degraded.update(degraded)
         return out
+
+    async def ranked(self, req: Request, rank: Rank = rank_now) -> Ranked:
+        """Stages 1-6 of `recommend`: every candidate with its signals and blended score,
+        before sampling (what the blend is fitted on, flows/sources.py)."""
+        return await self._ranked(self.live, req, rank, [], _Clock(defaultdict(float)))
+
+    async def _ranked(self, live: Live, req: Request, rank: Rank, degraded: list[str],
+                      clock: _Clock) -> Ranked:
+        state, stores, cfg = live.state, live.stores, self.cfg
+        ctx = request_context(req.device, req.timestamp, state.devices,  # 1
+                              state.bundle.features.time_known)
+        clock.tick("context")
+        user = user_features(state, stores.online, req.user_id, degraded, stores.recent)  # 2
+        clock.tick("user_features")
+        cands, sig = retrieve(state, stores.popularity, user, ctx, cfg)  # 3
+        clock.tick("retrieval")
+        cands, dropped = self._unseen(stores.seen, req.user_id, state, cands, degraded)  # 4
+        if state.blend.exclude_history and len(user.items):
+            dropped = user.items if dropped is None else np.union1d(dropped, user.items)
+        cands = fill(cands, stores.popularity, ctx, req.k, exclude=dropped)
+        clock.tick("seen_filter")
+        x = ranking.rows(state, user, ctx, cands)  # 5
+        clock.tick("item_features")
+        p_click = await rank(state, x)  # 6
+        signals = ranking.signals(state, stores.popularity, user, ctx, cands, sig, p_click)
+        scores = ranking.blended(state, user, signals)
+        clock.tick("ranking")
+        return Ranked(ctx=ctx, user=user, cands=cands, signals=signals, scores=scores)
 
     def _unseen(self, seen: SeenFilter, user_id: str | None, state: ServingState,
                 cands: Candidates, degraded: list[str]) -> tuple[Candidates, np.ndarray | None]:

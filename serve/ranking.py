@@ -1,9 +1,11 @@
-"""Stages 5-6: the candidates' item features from the in-process array cache, and the DLRM's
-click probability for each.
+"""Stages 5-6: the candidates' item features from the in-process array cache, the DLRM's
+click probability for each, and the blend of every signal into one score.
 
 `rows` builds one request's model inputs; `score` runs the DLRM over the rows of any number
 of requests at once (the Serve ingress batches concurrent requests into one call with
-`@serve.batch`; a plain call scores one request).
+`@serve.batch`; a plain call scores one request). `signals` gathers each candidate's
+signals (train/blend.py `SIGNALS`) and `blended` turns them into the answer's scores with
+the version's blend, in the user's segment.
 """
 
 from __future__ import annotations
@@ -12,10 +14,15 @@ import numpy as np
 
 from serve.candidates import Candidates
 from serve.context import Context
+from serve.popularity import Popularity
+from serve.retrieval import Signals
 from serve.state import ServingState
 from serve.user_features import User
+from train.blend import SIGNALS
 from train.features import time_columns
 from train.scoring import click_probability
+
+_AT = {name: n for n, name in enumerate(SIGNALS)}
 
 
 def rows(state: ServingState, user: User, ctx: Context, cands: Candidates
@@ -48,3 +55,31 @@ def score(state: ServingState, batch: list[dict[str, np.ndarray]]) -> list[np.nd
     sizes = [len(b["item"]) for b in batch]
     joined = {k: np.concatenate([b[k] for b in batch]) for k in batch[0]}
     return np.split(click_probability(state.bundle.dlrm, joined), np.cumsum(sizes)[:-1])
+
+
+def signals(state: ServingState, popularity: Popularity, user: User, ctx: Context,
+            cands: Candidates, sig: Signals, p_click: np.ndarray) -> np.ndarray:
+    """(N, F) each candidate's signals, in `SIGNALS` order; 0 where the user has none (no
+    items, no interest vector)."""
+    r = cands.rows
+    x = np.zeros((len(r), len(SIGNALS)), np.float32)
+    x[:, _AT["two_tower"]] = state.item_vectors[r] @ sig.query[0]
+    if sig.item_item is not None:
+        x[:, _AT["item_item"]] = sig.item_item[r]
+    x[:, _AT["popular"]] = np.log1p(popularity.overall_of(r))
+    x[:, _AT["context"]] = np.log1p(popularity.scores_of(ctx.device_index, ctx.hour, r))
+    if state.demographic is not None:
+        x[:, _AT["demographic"]] = np.log1p(state.demographic.scores_of(
+            int(user.cols["age_bucket"][0]), int(user.cols["gender"][0]), r))
+    it = state.interests
+    if it is not None and state.interest_items is not None and user.user_id in it.vectors:
+        x[:, _AT["interests"]] = state.interest_items[r] @ it.vectors[user.user_id]
+    p = np.clip(p_click.astype(np.float64), 1e-6, 1 - 1e-6)
+    x[:, _AT["dlrm"]] = np.log(p / (1 - p))
+    return x
+
+
+def blended(state: ServingState, user: User, x: np.ndarray) -> np.ndarray:
+    """(N,) the answer's scores in (0, 1): the blend of the signals in the user's segment,
+    through a sigmoid (diversity sampling weighs by score)."""
+    return 1.0 / (1.0 + np.exp(-state.blend.score(x, user.segment)))

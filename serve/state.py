@@ -10,6 +10,10 @@ What is computed here once, so that no request pays for it:
     oov_user  the same columns for a user the version has never seen
     items     the catalog's item features (the array cache ranking gathers from)
     item_pos  item id -> catalog row, for events and the seen filter
+    item_vectors  the item tower's vectors, for the Two-Tower signal of candidates that
+              another source found
+    blend     how the signals make one score (train/blend.py); a version without one is
+              ranked by its DLRM alone
 """
 
 from __future__ import annotations
@@ -23,9 +27,12 @@ import pandas as pd
 
 from interests.artifact import FOLDER as INTERESTS
 from interests.artifact import Interests, load_interests
+from serve.popularity import Demographic
 from train.artifacts import Bundle, load_bundle
+from train.blend import Blend
 from train.encoders import EncoderConfig, item_content
 from train.features import OOV
+from train.item_item import Histories, ItemItem
 from train.scoring import item_vectors, user_vectors
 
 # The columns of one user that the models read (plus `user_pos` for the cross features).
@@ -70,6 +77,12 @@ class ServingState:
     oov_vector: np.ndarray  # (1, D) its query-tower vector
     interests: Interests | None
     popularity: np.ndarray  # (I, D, H) training clicks per item, device and hour bucket
+    item_vectors: np.ndarray  # (I, D) item-tower vectors, rows of the index
+    demographic: Demographic | None  # popularity per age bucket and gender
+    item_item: ItemItem | None
+    histories: Histories | None  # each known user's items, rows of users.rows
+    blend: Blend
+    interest_items: np.ndarray | None  # (I, E) catalog rows in the interests' encoder space
 
     @property
     def devices(self) -> dict[str, int]:
@@ -78,6 +91,10 @@ class ServingState:
     @property
     def n_categories(self) -> int:
         return int(self.bundle.features.cardinalities["category"])
+
+    def history(self, row: int) -> np.ndarray:
+        """(H,) catalog rows the version knows user row `row` interacted with."""
+        return self.histories.row(row) if self.histories is not None else np.zeros(0, np.int32)
 
 
 def build_state(bundle: Bundle, interests: Interests | None = None,
@@ -104,7 +121,25 @@ def build_state(bundle: Bundle, interests: Interests | None = None,
         oov_vector=user_vectors(bundle.two_tower, oov_user),
         interests=interests,
         popularity=popularity.astype(np.float32),
+        item_vectors=item_vectors(bundle.two_tower, bundle.item_rows),
+        demographic=Demographic(bundle.demographic) if bundle.demographic is not None
+        else None,
+        item_item=bundle.item_item,
+        histories=bundle.histories,
+        blend=bundle.blend or Blend.single("dlrm"),
+        interest_items=_interest_items(interests, len(item_ids)),
     )
+
+
+def _interest_items(interests: Interests | None, n_items: int) -> np.ndarray | None:
+    """(I, E) every catalog row's vector in the interest encoder's space (zeros for items
+    the expand run did not embed), for the interest signal of any candidate."""
+    if interests is None:
+        return None
+    vectors = interests.index.reconstruct_n(0, interests.index.ntotal)  # I', E
+    out = np.zeros((n_items, vectors.shape[1]), np.float32)
+    out[interests.rows] = vectors
+    return out
 
 
 def load_state(path: Path) -> ServingState:
@@ -132,7 +167,10 @@ def with_items(state: ServingState, items: pd.DataFrame) -> ServingState:
     n_new = len(items)
     popularity = np.concatenate([state.popularity,
                                  np.zeros((n_new, *state.popularity.shape[1:]), np.float32)])
+    demographic = (None if b.demographic is None else np.concatenate(
+        [b.demographic, np.zeros((n_new, *b.demographic.shape[1:]), np.float32)]))
     bundle = replace(b, items=pd.concat([b.items, items], ignore_index=True), index=index,
-                     item_content=content, popularity=popularity)
+                     item_content=content, popularity=popularity, demographic=demographic,
+                     item_item=None if b.item_item is None else b.item_item.grown(n_new))
     return build_state(bundle, interests=state.interests, hour_buckets=popularity.shape[2],
                        users=state.users)

@@ -6,18 +6,24 @@ When the store has no entry the version's own arrays answer (computed once at lo
 the version has never seen gets the out-of-vocabulary row, the cold-start answer. A store that
 cannot be reached degrades to the version's arrays: the answer is still personal, only the
 last events' shift is missing.
+
+The user's items are the version's history of them (train/item_item.py `Histories`) and the
+items they clicked since (serve/recent.py), which feed the item-item source; how many there
+are picks the user's segment of the blend (train/blend.py).
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from serve.online import OnlineFeatures
+from serve.recent import RecentItems
 from serve.state import ServingState
 from serve.stores import StoreUnavailable
+from train.blend import segment
 
 log = logging.getLogger(__name__)
 
@@ -29,14 +35,25 @@ class User:
     known: bool  # in the version's vocabulary
     has_history: bool  # any interaction known, from training or from events
     vector: np.ndarray | None  # (1, D) query-tower vector when precomputed, else None
+    items: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # (H,) clicked rows
 
     @property
     def top_category(self) -> int:
         return int(self.cols["top_category"][0])
 
+    @property
+    def n_known(self) -> int:
+        """Clicks known of the user (the version's and their events since)."""
+        return len(self.items)
+
+    @property
+    def segment(self) -> str:
+        """The blend's segment the user is ranked in (train/blend.py)."""
+        return segment(self.n_known, self.known or self.has_history)
+
 
 def user_features(state: ServingState, online: OnlineFeatures | None, user_id: str | None,
-                  degraded: list[str]) -> User:
+                  degraded: list[str], recent: RecentItems | None = None) -> User:
     row = state.users.row(user_id) if user_id is not None else -1
     vector: np.ndarray | None
     if row >= 0:
@@ -60,6 +77,17 @@ def user_features(state: ServingState, online: OnlineFeatures | None, user_id: s
                 cols["history"] = history
                 vector = None
     cols["user_pos"] = np.array([row], np.int64)
-    any_history = bool(cols["history"].any())
+    items = state.history(row).astype(np.int64)
+    if user_id is not None and recent is not None:
+        try:
+            clicked = recent.items(user_id)
+        except StoreUnavailable as e:
+            log.warning("recent items unavailable, using the version's history: %s", e)
+            degraded.append("recent_items")
+            clicked = []
+        rows = [state.item_pos[i] for i in clicked if i in state.item_pos]
+        if rows:
+            items = np.union1d(items, np.asarray(rows, np.int64))
+    any_history = bool(cols["history"].any()) or len(items) > 0
     return User(user_id=user_id, cols=cols, known=bool(cols["user"][0] != 0),
-                has_history=any_history, vector=vector)
+                has_history=any_history, vector=vector, items=items)

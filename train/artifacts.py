@@ -10,8 +10,13 @@
         users.parquet        user attributes for feature lookup (age, gender)
         user_history.npz     per-user training history (top category, category/style shares)
         item_content.npy     raw content embeddings of the catalog rows (when used)
-        popularity.npy       training clicks per item, device and hour bucket (I, D, H): the
-                             cold-start candidates serving conditions on the request context
+        popularity.npy       clicks per item, device and hour bucket (I, D, H), decayed by age:
+                             the popularity serving conditions on the request context
+        demographic.npy      clicks per item, age bucket and gender (I, A, G): the popularity
+                             of a brand-new user's demographic cell
+        item_item.npz        the item-item weights (EASE or co-occurrence, train/item_item.py)
+        user_items.npz       each user's items (catalog rows), rows in users.parquet's order
+        blend.json           the blend of every signal, per user segment (train/blend.py)
     artifacts/LATEST         name of the newest published version
 
 A version is written to a temporary folder and renamed into place, so a reader never sees a
@@ -39,8 +44,10 @@ from torch import nn
 
 from index.faiss_index import load_index, save_index
 from train import schema
+from train.blend import Blend
 from train.dlrm import DLRM
 from train.features import Features, UserTable
+from train.item_item import Histories, ItemItem
 from train.registry import MODELS, build, kind_of, spec
 from train.two_tower import TwoTower
 
@@ -67,7 +74,11 @@ class Bundle:
     users: pd.DataFrame  # indexed by user_id
     user_table: UserTable  # `users` and their history as arrays, for per-request lookups
     item_content: np.ndarray | None  # (I, E) raw content embeddings of the catalog rows
-    popularity: np.ndarray | None = None  # (I, D, H) training clicks per item, device, hour
+    popularity: np.ndarray | None = None  # (I, D, H) clicks per item, device, hour bucket
+    demographic: np.ndarray | None = None  # (I, A, G) clicks per item, age bucket, gender
+    item_item: ItemItem | None = None
+    histories: Histories | None = None  # rows in user_table's order
+    blend: Blend | None = None  # None: the DLRM alone ranks (a version from before blends)
     item_rows: dict[str, np.ndarray] = field(init=False)  # features.item_table(items)
 
     def __post_init__(self) -> None:
@@ -117,6 +128,8 @@ def publish(root: Path, version: str, *, features: Features, two_tower: TwoTower
             index: faiss.Index, items: pd.DataFrame, users: pd.DataFrame, user_table: UserTable,
             item_content: np.ndarray | None, data_window: dict[str, Any],
             metrics: dict[str, Any], popularity: np.ndarray | None = None,
+            demographic: np.ndarray | None = None, item_item: ItemItem | None = None,
+            histories: Histories | None = None, blend: Blend | None = None,
             promote: bool = True) -> Path:
     """Write a complete version folder atomically and, when `promote`, point LATEST at it
     (a version that is not promoted stays on disk for inspection, unserved)."""
@@ -140,6 +153,19 @@ def publish(root: Path, version: str, *, features: Features, two_tower: TwoTower
         if popularity.shape[0] != len(items):
             raise ValueError(f"popularity has {popularity.shape[0]} rows for {len(items)} items")
         np.save(tmp / "popularity.npy", popularity.astype(np.float32))
+    if demographic is not None:
+        np.save(tmp / "demographic.npy", demographic.astype(np.float32))
+    if item_item is not None:
+        if item_item.n_items != len(items):
+            raise ValueError(f"item-item weights for {item_item.n_items} items, catalog has "
+                             f"{len(items)}")
+        item_item.save(tmp / "item_item.npz")
+    if histories is not None:
+        if len(histories) != len(user_table.rows):
+            raise ValueError(f"{len(histories)} histories for {len(user_table.rows)} users")
+        histories.save(tmp / "user_items.npz")
+    if blend is not None:
+        blend.save(tmp / "blend.json")
     files = {p.name: sha256(p) for p in sorted(tmp.iterdir())}
     manifest = {
         "format": FORMAT,
@@ -216,6 +242,8 @@ def load_bundle(path: Path) -> Bundle:
     users = pd.read_parquet(folder / "users.parquet").set_index("user_id")
     content = folder / "item_content.npy"
     popularity = folder / "popularity.npy"
+    demographic, item_item = folder / "demographic.npy", folder / "item_item.npz"
+    histories, blend = folder / "user_items.npz", folder / "blend.json"
     return Bundle(
         version=manifest["version"],
         path=folder,
@@ -229,4 +257,8 @@ def load_bundle(path: Path) -> Bundle:
         user_table=UserTable.load(users, folder / "user_history.npz"),
         item_content=np.load(content) if content.exists() else None,
         popularity=np.load(popularity) if popularity.exists() else None,
+        demographic=np.load(demographic) if demographic.exists() else None,
+        item_item=ItemItem.load(item_item) if item_item.exists() else None,
+        histories=Histories.load(histories) if histories.exists() else None,
+        blend=Blend.load(blend) if blend.exists() else None,
     )

@@ -1,10 +1,16 @@
-"""Ray Train loops for both models: one `TorchTrainer`, fed by Ray Data shards.
+"""Training loops for both models: Ray Train for a full training, in-process for a small one.
 
-`fit()` is the entry point: it takes featurized Ray Datasets (train and validation), trains
-on CPU, GPU or AWS Neuron workers (`LoopConfig.accelerator`), checkpoints every epoch, and
-returns the trained model with the per-epoch metrics. CPU workers ask for fractional CPUs so
-that Ray Data keeps CPUs to feed them on a 2-core machine (a whole CPU per worker deadlocks
-there).
+`fit()` takes featurized Ray Datasets (train and validation), trains on CPU, GPU or AWS
+Neuron workers (`LoopConfig.accelerator`), checkpoints every epoch, and returns the trained
+model with the per-epoch metrics. CPU workers ask for fractional CPUs so that Ray Data keeps
+CPUs to feed them on a 2-core machine (a whole CPU per worker deadlocks there).
+
+`fit_local()` runs the same epochs (`_train_epoch`, `_val_loss`) in this process on
+featurized arrays: what daily fine-tuning uses when its rows fit in memory, where starting
+a Ray Train run (workers, process group, checkpoints) would cost more than the epoch itself.
+
+Both stop early: after `LoopConfig.patience` epochs without a lower validation loss, and
+both return the weights of the epoch with the lowest one.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ import logging
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -51,6 +57,10 @@ class LoopConfig:
     use_gpu: bool = False  # deprecated alias of accelerator="gpu"
     max_failures: int = 1
     seed: int = 0
+    # Stop after this many epochs without a lower validation loss (None: run every epoch):
+    # `epochs` is then a ceiling, and the epochs a dataset needs are found on its own
+    # validation days.
+    patience: int | None = 2
     accelerator: str = "cpu"  # see train/accelerators.py
     neuron_cores_per_worker: int = 1
 
@@ -77,6 +87,67 @@ def worker_device(accelerator: str) -> torch.device:
     return ray.train.torch.get_device()
 
 
+def _model(kind: str, model_cfg: Any, cards: dict[str, int], init: dict[str, Any] | None,
+           freeze: tuple[str, ...]) -> nn.Module:
+    """A fresh model of `kind`, from `init` weights when given (fine-tuning), with the
+    parameters under `freeze` fixed (e.g. the item tower, so the index stays valid)."""
+    model = build(kind, model_cfg, cards)
+    if init is not None:
+        model.load_state_dict(init)
+    for name, p in model.named_parameters():
+        if any(name.startswith(prefix) for prefix in freeze):
+            p.requires_grad_(False)
+    return model
+
+
+def _train_epoch(train: nn.Module, optimizer: torch.optim.Optimizer,
+                 batches: Iterable[dict[str, np.ndarray]], loop: LoopConfig,
+                 rng: np.random.Generator, device: torch.device | None) -> tuple[float, int]:
+    """One pass over `batches`, cold-start and device masking applied; (loss sum, rows)."""
+    train.train()
+    total, rows = 0.0, 0
+    for batch in batches:
+        batch = mask_devices(mask_users(batch, loop.mask_rate, rng, loop.mask_kinds),
+                             loop.device_mask_rate, rng)
+        x = to_tensors(batch, device)
+        loss = train(x)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        total += float(loss) * len(x["label"])
+        rows += len(x["label"])
+    return total, rows
+
+
+@torch.no_grad()
+def _val_loss(train: nn.Module, batches: Iterable[dict[str, np.ndarray]],
+              device: torch.device | None) -> float:
+    """Mean loss over `batches`, summed over every worker when training is distributed."""
+    train.eval()
+    total = torch.zeros(2, dtype=torch.float64, device=device)  # loss sum, rows
+    for batch in batches:
+        x = to_tensors(batch, device)
+        total += torch.tensor([float(train(x)) * len(x["label"]), len(x["label"])],
+                              dtype=torch.float64, device=device)
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.all_reduce(total)
+    return float(total[0] / total[1].clamp(min=1))
+
+
+class _Patience:
+    """Whether to stop: `patience` epochs in a row without a lower validation loss."""
+
+    def __init__(self, patience: int | None) -> None:
+        self.patience, self.best, self.waited = patience, float("inf"), 0
+
+    def stop(self, val_loss: float) -> bool:
+        if val_loss < self.best:
+            self.best, self.waited = val_loss, 0
+            return False
+        self.waited += 1
+        return self.patience is not None and self.waited >= self.patience
+
+
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     """Runs on every Ray Train worker. `config` holds small settings only; initial weights
     and the task's arrays arrive as one object-store reference (`config["state"]`)."""
@@ -88,12 +159,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     device = worker_device(loop.accelerator)
     state_in = ray.get(config["state"])
 
-    model = build(kind, config["model_cfg"], config["cards"])
-    if state_in["init"] is not None:  # fine-tuning: start from a trained version
-        model.load_state_dict(state_in["init"])
-    for name, p in model.named_parameters():  # e.g. the item tower, so the index stays valid
-        if any(name.startswith(prefix) for prefix in loop.freeze):
-            p.requires_grad_(False)
+    model = _model(kind, config["model_cfg"], config["cards"], state_in["init"], loop.freeze)
     start_epoch = 0
     checkpoint = ray.train.get_checkpoint()
     optimizer_state = None
@@ -113,22 +179,14 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
     train_shard = ray.train.get_dataset_shard("train")
     val_shard = ray.train.get_dataset_shard("val")
+    patience = _Patience(loop.patience)
     for epoch in range(start_epoch, loop.epochs):
         t_epoch = time.perf_counter()
-        train.train()
-        total, rows = 0.0, 0
-        for batch in train_shard.iter_batches(batch_size=loop.batch_size, batch_format="numpy",
-                                              local_shuffle_buffer_size=4 * loop.batch_size):
-            batch = mask_devices(mask_users(batch, loop.mask_rate, rng, loop.mask_kinds),
-                                 loop.device_mask_rate, rng)
-            x = to_tensors(batch, device)
-            loss = train(x)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            total += float(loss) * len(x["label"])
-            rows += len(x["label"])
-        val_loss = _evaluate_loss(train, val_shard, loop.batch_size, device)
+        total, rows = _train_epoch(train, optimizer, train_shard.iter_batches(
+            batch_size=loop.batch_size, batch_format="numpy",
+            local_shuffle_buffer_size=4 * loop.batch_size), loop, rng, device)
+        val_loss = _val_loss(train, val_shard.iter_batches(
+            batch_size=loop.batch_size, batch_format="numpy"), device)
         metrics = {"epoch": epoch, "train_loss": total / max(rows, 1), "val_loss": val_loss,
                    "train_rows": rows, "start_epoch": start_epoch,
                    # this worker's rows over the epoch's wall time, validation included
@@ -140,19 +198,63 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                             "epoch": epoch}, Path(tmp) / "state.pt")
                 ckpt = ray.train.Checkpoint.from_directory(tmp)
             ray.train.report(metrics, checkpoint=ckpt)
+        # Every worker sees the same all-reduced validation loss, so all stop together.
+        if patience.stop(val_loss):
+            break
 
 
-@torch.no_grad()
-def _evaluate_loss(train: nn.Module, shard: Any, batch_size: int, device: torch.device) -> float:
-    train.eval()
-    total = torch.zeros(2, dtype=torch.float64, device=device)  # loss sum, rows
-    for batch in shard.iter_batches(batch_size=batch_size, batch_format="numpy"):
-        x = to_tensors(batch, device)
-        total += torch.tensor([float(train(x)) * len(x["label"]), len(x["label"])],
-                              dtype=torch.float64, device=device)
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.all_reduce(total)
-    return float(total[0] / total[1].clamp(min=1))
+def _batches(cols: dict[str, np.ndarray], batch_size: int,
+             rng: np.random.Generator | None = None) -> Iterator[dict[str, np.ndarray]]:
+    """Slices of `batch_size` rows of featurized arrays, shuffled when `rng` is given."""
+    n = len(next(iter(cols.values())))
+    order = rng.permutation(n) if rng is not None else np.arange(n)
+    for s in range(0, n, batch_size):
+        at = order[s:s + batch_size]
+        yield {k: v[at] for k, v in cols.items()}
+
+
+def fit_local(kind: str, model_cfg: Any, cards: dict[str, int],
+              train_cols: dict[str, np.ndarray], val_cols: dict[str, np.ndarray],
+              loop: LoopConfig, task_inputs: dict[str, np.ndarray] | None = None,
+              init: nn.Module | None = None) -> tuple[nn.Module, list[dict[str, Any]]]:
+    """`fit` in this process, on featurized arrays (one column each, as `featurize` gives
+    them): the same epochs, masking, early stop and choice of the best epoch, without Ray
+    Train's workers, process group and checkpoints. CPU only."""
+    if loop.accelerator != "cpu":
+        raise ValueError("fit_local trains on this process's CPU; use fit() (Ray Train) for "
+                         f"accelerator {loop.accelerator!r}")
+    torch.manual_seed(loop.seed)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, round(loop.num_workers * loop.cpus_per_worker)))
+    model = _model(kind, model_cfg, cards, None if init is None else init.state_dict(),
+                   loop.freeze)
+    task = spec(kind).task(model, **{k: torch.as_tensor(v) for k, v in
+                                     (task_inputs or {}).items()})
+    optimizer = torch.optim.Adam([p for p in task.parameters() if p.requires_grad], lr=loop.lr)
+    rng = np.random.default_rng([loop.seed, 0])
+    history: list[dict[str, Any]] = []
+    best: dict[str, torch.Tensor] = {}
+    patience = _Patience(loop.patience)
+    try:
+        for epoch in range(loop.epochs):
+            t_epoch = time.perf_counter()
+            total, rows = _train_epoch(task, optimizer, _batches(train_cols, loop.batch_size,
+                                                                 rng), loop, rng, None)
+            val_loss = _val_loss(task, _batches(val_cols, loop.batch_size), None)
+            history.append({"epoch": epoch, "train_loss": total / max(rows, 1),
+                            "val_loss": val_loss, "train_rows": rows, "start_epoch": 0,
+                            "epoch_seconds": time.perf_counter() - t_epoch})
+            print(f"[train]   {kind} epoch {epoch + 1}/{loop.epochs} (in process): train "
+                  f"loss {total / max(rows, 1):.4f}, val loss {val_loss:.4f}", flush=True)
+            if val_loss < patience.best:  # the best epoch so far: keep its weights
+                best = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            if patience.stop(val_loss):
+                break
+    finally:
+        torch.set_num_threads(threads)
+    model.load_state_dict(best)
+    model.eval()
+    return model, history
 
 
 class ProgressCallback(ray.train.UserCallback):

@@ -59,3 +59,35 @@ def ndcg_at_k(top: np.ndarray, relevant: list[np.ndarray], k: int) -> np.ndarray
             hits = np.isin(top[u, :k], rel)
             out[u] = (hits * discount[:len(hits)]).sum() / discount[:min(len(rel), k)].sum()
     return out
+
+
+def precision_at_k(top: np.ndarray, relevant: list[np.ndarray], k: int) -> np.ndarray:
+    """(U,) share of the first k of `top` that are relevant (hits / k, as Spark and Microsoft
+    Recommenders define it: a list shorter than k still divides by k); NaN for users with
+    no relevant items.
+
+    Example: relevant {7, 9}, top [9, 1, 7, 4]: 2 hits in 4, precision@4 = 0.5.
+    """
+    out = np.full(len(relevant), np.nan)
+    for u, rel in enumerate(relevant):
+        if len(rel):
+            out[u] = np.isin(top[u, :k], rel).sum() / k
+    return out
+
+
+def average_precision(top: np.ndarray, relevant: list[np.ndarray], k: int) -> np.ndarray:
+    """(U,) the precision at each hit's rank within the first k, summed and divided by the
+    number of relevant items (not by min(k, relevant)): Microsoft Recommenders' `map` (its
+    benchmark table's MAP column), after Spark's RankingMetrics. NaN for users with no
+    relevant items; average with `np.nanmean` for MAP.
+
+    Example: relevant {7, 9, 5}, top [9, 1, 7]: hits at ranks 1 and 3, precisions 1/1 and
+    2/3, so AP@3 = (1 + 2/3) / 3 = 0.556.
+    """
+    out = np.full(len(relevant), np.nan)
+    for u, rel in enumerate(relevant):
+        if len(rel):
+            hits = np.isin(top[u, :k], rel)
+            ranks = np.flatnonzero(hits) + 1  # 1-based ranks of the hits
+            out[u] = (np.arange(1, len(ranks) + 1) / ranks).sum() / len(rel)
+    return out

@@ -9,7 +9,14 @@ first click; see `cohort`.)
     (a) popularity        training-day click counts
     (b) item neighbours   nearest catalog items to the one known item (the encoder alone)
     (c) LLM interests     nearest items to the user's interest vector (interests/stages.py)
-    (d) (b) + (c)         interleaved, duplicates removed
+    (d) merged            (a), (b) and (c) blended with weights fitted on half the users and
+                          reported on the other half (every figure is on that half); (b)
+                          and (c) plainly interleaved are reported beside it
+
+With `--ablation` the LLM also runs with the plain prompt (category and style only) beside
+the detailed one (every genre or category and the year), and grounding runs with and
+without titles and kind names in the catalog vocabulary: the report gives (c) and (d) for
+each, so each part's gain is read off one run.
 
 Per pair it also reports the spread of (c) (mean cosine distance of the top-10 neighbours:
 higher is broader), top-5 overlap between pairs, the distinct-output rate (a collapsed model
@@ -30,6 +37,8 @@ import datetime as dt
 import json
 import logging
 import time
+from dataclasses import replace
+from itertools import product
 from pathlib import Path
 from typing import Any
 
@@ -37,13 +46,20 @@ import numpy as np
 
 from flows.experiment.cohort import cohort
 from flows.experiment.config import COHORTS, ExperimentConfig, load_grid
-from flows.experiment.methods import interleave, latency_sweep, quality, top_excluding
+from flows.experiment.methods import (
+    MERGED_SIGNALS,
+    interleave,
+    latency_sweep,
+    merged,
+    quality,
+    top_excluding,
+)
 from flows.experiment.report import report_html, write_charts
 from flows.layout import read_items
 from index.faiss_index import build_index
 from interests.grounding import catalog_vocabulary
 from interests.profiles import history
-from interests.prompts import build_messages
+from interests.prompts import PROMPTS, PromptConfig, build_messages
 from interests.stages import run_generate, run_ground, summarize
 from train.encoders import embed_texts, item_texts, load_encoder
 
@@ -54,73 +70,104 @@ def experiment(cfg: ExperimentConfig) -> dict[str, Any]:
     t0 = time.perf_counter()
     c = cohort(cfg)
     k = cfg.k
-    vocabulary = catalog_vocabulary(c.items, cfg.grounding)
+    # Half the users fit (d)'s weights, the other half is reported: every figure below is on
+    # the reported half, so no method is scored on the users it was fitted on.
+    fit = np.random.default_rng(cfg.seed).random(len(c.users)) < 0.5
+    report = ~fit
+    vocabularies = {t: catalog_vocabulary(c.items, replace(cfg.grounding, titles_and_kinds=t))
+                    for t in cfg.grounding_titles}
     pop_rank = np.argsort(-c.popularity, kind="stable")
     popular = np.stack([pop_rank[pop_rank != i][:k] for i in c.known_item])  # U, k
-    baseline = {"popularity": quality(popular, c.relevant, k)}
-    oracle = quality(c.oracle_top, c.relevant, k) if c.oracle_top is not None else None
-    log.warning("experiment on %d users of %s", len(c.users), c.dataset)
+    baseline = {"popularity": quality(popular, c.relevant, k, report)}
+    oracle = (quality(c.oracle_top, c.relevant, k, report) if c.oracle_top is not None
+              else None)
+    log.warning("experiment on %d users of %s (%d reported)", len(c.users), c.dataset,
+                int(report.sum()))
 
     generated, llm_runs, latency = {}, {}, []
     prompts = [build_messages(history(r)) for _, r in c.profiles.iterrows()
                if r["n_history"] > 0][:cfg.latency_prompts]
     for m in cfg.llms:
-        t1 = time.perf_counter()
-        generated[m.name] = run_generate(c.profiles, m.llm, use_ray=cfg.use_ray)
-        llm_runs[m.name] = {"wall_s": time.perf_counter() - t1, "label": m.llm.label,
-                            "hardware": m.hardware}
+        for style in cfg.prompt_styles:
+            t1 = time.perf_counter()
+            generated[m.name, style] = run_generate(c.profiles, m.llm, PromptConfig(style=style),
+                                                    use_ray=cfg.use_ray)
+            llm_runs[f"{m.name} ({style} prompt)"] = {
+                "wall_s": time.perf_counter() - t1, "label": m.llm.label, "hardware": m.hardware}
         latency += latency_sweep(m, prompts, cfg.batch_sizes)
 
     texts = item_texts(c.items)
     pairs: dict[str, dict[str, Any]] = {}
+    ablation: list[dict[str, Any]] = []
     tops: dict[str, np.ndarray] = {}
+    main = (cfg.prompt_styles[-1], cfg.grounding_titles[-1])  # the pair rows' variant
     for e in cfg.encoders:
         vectors = (embed_texts(texts, e.encoder) if cfg.use_ray
                    else load_encoder(e.encoder).encode(texts))  # I, D
         index = build_index(vectors)
         neighbours, _ = top_excluding(index, vectors[c.known_item], c.known_item, k)
         for m in cfg.llms:
-            name = f"{m.name} x {e.name}"
-            res = run_ground(generated[m.name], e.encoder, vocabulary, cfg.grounding,
-                             cfg.use_ray)
-            s = summarize(res)
-            # Every cohort user has one known item, so every user has a vector (expanded
-            # or fallen back to that item's text).
-            q = np.stack([np.asarray(v, np.float32) for v in res["vector"]])  # U, D
-            interests, sims = top_excluding(index, q, c.known_item, k)
-            merged = interleave(neighbours, interests, k)
-            tops[name] = interests
-            topic_sets = {tuple(sorted(t)) for t in res.loc[res["n_history"] > 0, "topics"]}
-            gen_s = s["generate_s"]
-            # GPU prices are per device: a model sharded over tp GPUs pays for all of them.
-            price = cfg.prices[m.hardware] * (m.llm.tp if m.llm.accelerator == "gpu" else 1)
-            pairs[name] = {
-                "llm": m.name, "encoder": e.name, "hardware": m.hardware,
-                "quality": {"item_neighbours": quality(neighbours, c.relevant, k),
-                            "llm_interests": quality(interests, c.relevant, k),
-                            "merged": quality(merged, c.relevant, k)},
-                "spread": float(np.mean(1.0 - sims)),
-                "distinct_output_rate": len(topic_sets) / max(s["prompted"], 1),
-                "json_valid_rate": s["json_valid_rate"],
-                "topic_survival": s["topic_survival"],
-                "status": s["status"], "drops": s["drops"],
-                "latency_p50_s": s["latency_p50_s"], "latency_p99_s": s["latency_p99_s"],
-                "profiles_per_s": s["profiles_per_s"],
-                "cost_per_1k_usd": price * (1000 / s["profiles_per_s"]) / 3600
-                if gen_s > 0 else float("nan"),
-                "examples": res.loc[res["n_history"] > 0, ["user_id", "titles", "topics",
-                                                          "kept"]].head(5).to_dict("records"),
-            }
+            for style, titles in product(cfg.prompt_styles, cfg.grounding_titles):
+                res = run_ground(generated[m.name, style], e.encoder, vocabularies[titles],
+                                 replace(cfg.grounding, titles_and_kinds=titles), cfg.use_ray)
+                # Every cohort user has one known item, so every user has a vector
+                # (expanded or fallen back to that item's text).
+                q = np.stack([np.asarray(v, np.float32) for v in res["vector"]])  # U, D
+                interests, sims = top_excluding(index, q, c.known_item, k)
+                blended, weights = merged(vectors, c.known_item, q, c.popularity, c.relevant,
+                                          fit, k, seed=cfg.seed)
+                interleaved = interleave(neighbours, interests, k)
+                topic_sets = {tuple(sorted(t)) for t in res.loc[res["n_history"] > 0, "topics"]}
+                s = summarize(res)
+                row = {"llm": m.name, "encoder": e.name, "prompt": style,
+                       "catalog_titles": titles,
+                       "llm_interests": quality(interests, c.relevant, k, report),
+                       "interleaved": quality(interleaved, c.relevant, k, report),
+                       "merged": quality(blended, c.relevant, k, report),
+                       "merged_weights": None if weights is None else dict(zip(
+                           MERGED_SIGNALS, weights.weights, strict=True)),
+                       "merged_chosen": None if weights is None else weights.chosen,
+                       "distinct_output_rate": len(topic_sets) / max(s["prompted"], 1),
+                       "topic_survival": s["topic_survival"]}
+                ablation.append(row)
+                if (style, titles) != main:
+                    continue
+                name = f"{m.name} x {e.name}"
+                tops[name] = interests
+                gen_s = s["generate_s"]
+                # GPU prices are per device: a model sharded over tp GPUs pays for all.
+                price = cfg.prices[m.hardware] * (m.llm.tp if m.llm.accelerator == "gpu" else 1)
+                pairs[name] = {
+                    "llm": m.name, "encoder": e.name, "hardware": m.hardware,
+                    "prompt": style, "catalog_titles": titles,
+                    "quality": {"item_neighbours": quality(neighbours, c.relevant, k, report),
+                                "llm_interests": row["llm_interests"],
+                                "merged": row["merged"], "interleaved": row["interleaved"]},
+                    "merged_weights": row["merged_weights"],
+                    "merged_chosen": row["merged_chosen"],
+                    "spread": float(np.mean(1.0 - sims)),
+                    "distinct_output_rate": row["distinct_output_rate"],
+                    "json_valid_rate": s["json_valid_rate"],
+                    "topic_survival": s["topic_survival"],
+                    "status": s["status"], "drops": s["drops"],
+                    "latency_p50_s": s["latency_p50_s"], "latency_p99_s": s["latency_p99_s"],
+                    "profiles_per_s": s["profiles_per_s"],
+                    "cost_per_1k_usd": price * (1000 / s["profiles_per_s"]) / 3600
+                    if gen_s > 0 else float("nan"),
+                    "examples": res.loc[res["n_history"] > 0, [
+                        "user_id", "titles", "topics", "kept"]].head(5).to_dict("records"),
+                }
     names = list(pairs)
     overlap = np.array([[float(np.mean([len(set(tops[a][u, :cfg.overlap_k])
                                             & set(tops[b][u, :cfg.overlap_k])) / cfg.overlap_k
                                         for u in range(len(c.users))])) for b in names]
                         for a in names])
     results = {
-        "dataset": c.dataset, "data": str(cfg.data), "users": len(c.users), "k": k,
-        "cohort": c.mode,
+        "dataset": c.dataset, "data": str(cfg.data), "users": len(c.users),
+        "reported_users": int(report.sum()), "k": k, "cohort": c.mode,
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "baseline": baseline, "oracle": oracle, "pairs": pairs, "llm_runs": llm_runs,
+        "baseline": baseline, "oracle": oracle, "pairs": pairs, "ablation": ablation,
+        "llm_runs": llm_runs,
         "overlap": {"pairs": names, "matrix": overlap.tolist()}, "latency": latency,
         "prices": cfg.prices, "wall_s": time.perf_counter() - t0,
     }
@@ -155,11 +202,16 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cohort", choices=COHORTS, default=d.cohort,
                    help="single: users with exactly one training click; first: users reduced "
                         f"to their first click; auto: single when {d.min_users} users qualify")
+    p.add_argument("--ablation", action="store_true",
+                   help="also run the plain prompt and grounding without titles and kind "
+                        "names, and report what each part gains (the LLM runs twice)")
 
 
 def config(args: argparse.Namespace) -> ExperimentConfig:
-    over = {"data": args.data, "out": args.out, "max_users": args.max_users,
-            "cohort": args.cohort}
+    over: dict[str, Any] = {"data": args.data, "out": args.out, "max_users": args.max_users,
+                            "cohort": args.cohort}
+    if args.ablation:
+        over |= {"prompt_styles": PROMPTS, "grounding_titles": (False, True)}
     return load_grid(args.grid, **over) if args.grid else ExperimentConfig(**over)
 
 
@@ -170,12 +222,22 @@ def run(args: argparse.Namespace) -> None:
     read_items(cfg.data)  # a missing dataset fails before Ray starts
     with start_ray():
         r = experiment(cfg)
-    print(f"{r['users']} users ({r['cohort']} cohort) of {r['dataset']}: popularity "
+    print(f"{r['users']} users ({r['cohort']} cohort) of {r['dataset']}, "
+          f"{r['reported_users']} reported: (a) popularity "
           f"recall@{r['k']} {r['baseline']['popularity']['recall']:.3f}"
           + (f", oracle {r['oracle']['recall']:.3f}" if r["oracle"] else ""))
     for n, p in r["pairs"].items():
         q = p["quality"]
-        print(f"  {n}: neighbours {q['item_neighbours']['recall']:.3f}, LLM "
-              f"{q['llm_interests']['recall']:.3f}, merged {q['merged']['recall']:.3f}; "
-              f"JSON valid {p['json_valid_rate']:.0%}, {p['profiles_per_s']:.2f} profiles/s")
+        print(f"  {n}: (b) neighbours {q['item_neighbours']['recall']:.3f}, (c) LLM "
+              f"{q['llm_interests']['recall']:.3f}, (d) merged {q['merged']['recall']:.3f} "
+              f"(interleaved {q['interleaved']['recall']:.3f}); JSON valid "
+              f"{p['json_valid_rate']:.0%}, {p['profiles_per_s']:.2f} profiles/s")
+    if len(r["ablation"]) > len(r["pairs"]):
+        print("  by part (recall@k of (c) and (d) on the reported users):")
+        for a in r["ablation"]:
+            print(f"    {a['llm']} x {a['encoder']}, {a['prompt']} prompt, grounding "
+                  f"{'with' if a['catalog_titles'] else 'without'} titles and kinds: (c) "
+                  f"{a['llm_interests']['recall']:.3f}, (d) interleaved "
+                  f"{a['interleaved']['recall']:.3f}, blended {a['merged']['recall']:.3f}; "
+                  f"{a['distinct_output_rate']:.0%} distinct topic sets")
     print(f"report: {cfg.out / 'report.html'}")

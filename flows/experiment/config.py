@@ -15,6 +15,8 @@ from interests.grounding import GroundingConfig
 from train.encoders import EncoderConfig
 
 METHODS = ("popularity", "item_neighbours", "llm_interests", "merged")
+# The prompt styles (interests/prompts.py) and catalog vocabularies (with titles and kind
+# names, or without) each pair is run with; the last of each gives the pair rows.
 COHORTS = ("auto", "single", "first")  # see `cohort`
 
 
@@ -56,6 +58,8 @@ class ExperimentConfig:
     latency_prompts: int = 16  # prompts per point of the sweep
     seed: int = 0
     use_ray: bool = True
+    prompt_styles: tuple[str, ...] = ("detailed",)
+    grounding_titles: tuple[bool, ...] = (True,)
 
     def __post_init__(self) -> None:
         if not self.llms or not self.encoders:

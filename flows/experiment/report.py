@@ -92,7 +92,7 @@ def write_charts(r: dict[str, Any], out: Path) -> list[str]:
         p = r["pairs"][n]
         ax.scatter(p["cost_per_1k_usd"], p["quality"]["merged"]["recall"], s=40)
         ax.annotate(n, (p["cost_per_1k_usd"], p["quality"]["merged"]["recall"]), fontsize=8)
-    ax.set(xlabel="USD per 1,000 profiles", ylabel=f"recall@{r['k']} of (b)+(c)",
+    ax.set(xlabel="USD per 1,000 profiles", ylabel=f"recall@{r['k']} of (d)",
            title="Cost vs quality")
     save(fig, "cost.png")
     return written
@@ -113,6 +113,22 @@ def report_html(r: dict[str, Any], charts: list[str]) -> str:
             f"<td>{p['latency_p50_s']:.2f} / {p['latency_p99_s']:.2f}</td>"
             f"<td>{p['profiles_per_s']:.2f}</td><td>${p['cost_per_1k_usd']:.4f}</td></tr>")
     pop = r["baseline"]["popularity"]
+    parts = ""
+    if len(r.get("ablation", [])) > len(r["pairs"]):
+        arows = "".join(
+            f"<tr><td>{e(a['llm'])} x {e(a['encoder'])}</td><td>{e(a['prompt'])}</td>"
+            f"<td>{'with' if a['catalog_titles'] else 'without'}</td>"
+            f"<td>{a['distinct_output_rate']:.0%}</td><td>{a['topic_survival']:.0%}</td>"
+            + "".join(f"<td>{a[m]['recall']:.3f} / {a[m]['ndcg']:.3f}</td>"
+                      for m in ("llm_interests", "interleaved", "merged")) + "</tr>"
+            for a in r["ablation"])
+        parts = (f"<h2>Gain per part</h2><p>Each row changes one part: the prompt (plain: "
+                 f"category and style; detailed: every genre or category and the year), the "
+                 f"grounding vocabulary (with or without titles and kind names), and (d) as "
+                 f"(b) and (c) interleaved or blended with popularity. Recall / NDCG@{k}.</p>"
+                 f"<table><tr><th>pair</th><th>prompt</th><th>titles and kinds</th>"
+                 f"<th>distinct topic sets</th><th>topics surviving</th><th>(c) LLM interests"
+                 f"</th><th>(d) interleaved</th><th>(d) blended</th></tr>{arows}</table>")
     oracle = (f"<p>Oracle (the generator's expected clicks): recall@{k} "
               f"{r['oracle']['recall']:.3f}, NDCG@{k} {r['oracle']['ndcg']:.3f}.</p>"
               if r["oracle"] else "<p>No ground-truth model for this dataset: no oracle.</p>")
@@ -134,13 +150,17 @@ img{{max-width:100%}}</style></head><body>
 <h1>LLM x encoder experiment</h1>
 <p><b>Dataset:</b> {e(r['dataset'])} &mdash; <code>{e(r['data'])}</code>; {r['users']} users,
 {cohort}; created {e(r['created'])}; {r['wall_s']:.0f} s.</p>
-<p>(a) popularity: recall@{k} {pop['recall']:.3f}, NDCG@{k} {pop['ndcg']:.3f}.</p>
+<p>Every figure is on the {r.get('reported_users', r['users'])} users not used to fit
+(d)'s weights. (a) popularity: recall@{k} {pop['recall']:.3f}, NDCG@{k}
+{pop['ndcg']:.3f}.</p>
 {oracle}
 <table><tr><th>pair</th><th>(b) item neighbours<br>recall / NDCG@{k}</th>
-<th>(c) LLM interests</th><th>(d) (b)+(c)</th><th>spread</th><th>distinct outputs</th>
+<th>(c) LLM interests</th><th>(d) (a)+(b)+(c) blended</th><th>spread</th>
+<th>distinct outputs</th>
 <th>JSON valid</th><th>topics surviving</th><th>users expanded</th>
 <th>latency p50 / p99 s</th><th>profiles/s</th><th>cost / 1k profiles</th></tr>
 {''.join(rows)}</table>
+{parts}
 <h2>Examples</h2><ul>{examples}</ul>
 <h2>Charts</h2>{imgs}
 </body></html>

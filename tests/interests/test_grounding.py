@@ -28,7 +28,9 @@ def test_grounding_keeps_catalog_topics_and_drops_the_rest(grounder: Grounder) -
     kept, terms, vecs, dropped = grounder.ground(["hiking boots", "kitchen knives",
                                                   "quantum chromodynamics"])
     assert kept == ["hiking boots", "kitchen knives"]
-    assert terms[0] in ("boot", "footwear") and terms[1] in ("kitchen", "knife", "housewares")
+    # the nearest term may be a kind, a word or an item's title
+    assert terms[0] in ("boot", "footwear", "trail hiking boot")
+    assert terms[1] in ("kitchen", "knife", "housewares") or "knife" in terms[1]
     assert dropped == 1 and vecs.shape == (2, 384)
 
 

@@ -24,6 +24,7 @@ from serve.pipeline import Pipeline, Request, bare_stores, open_stores
 from serve.state import ServingState, build_state, with_items
 from serve.stores import StoreUnavailable
 from train.artifacts import load_bundle
+from train.blend import SIGNALS
 from train.features import cross_features
 from train.scoring import click_probability, user_vectors
 
@@ -62,7 +63,8 @@ def test_the_same_request_gets_the_same_answer_from_two_loads(state: ServingStat
     assert ask(a, user, 20, device="ios") == ask(b, user, 20, device="ios")
 
 
-def test_ranking_is_sorted_context_matters_and_scores_are_the_dlrms(state: ServingState) -> None:
+def test_ranking_is_sorted_context_matters_and_scores_blend_the_dlrms(state: ServingState
+                                                                      ) -> None:
     p = Pipeline(state, bare_stores(state))
     user = known_user(state)
     web = ask(p, user, 50, timestamp=dt.datetime(2026, 1, 12, 9))
@@ -71,15 +73,24 @@ def test_ranking_is_sorted_context_matters_and_scores_are_the_dlrms(state: Servi
     assert scores == sorted(scores, reverse=True) and len(scores) == 50
     assert web["known_user"] is True and web["degraded"] == [] and web["model_version"]
     assert scores != [i["score"] for i in ios["items"]]
-    # The score of the first item is exactly what scoring gives for that row, the way
-    # evaluation computes it (features built by the training path, not serving's).
+    # The DLRM signal of the first item is exactly what scoring gives for that row, the way
+    # evaluation computes it (features built by the training path, not serving's), and its
+    # score is the version's blend of that row's signals.
     b = state.bundle
     row = [state.item_pos[web["items"][0]["item_id"]]]
     u = b.features.user_features(np.array([user]), b.user_table)
     rows = u | {k: v[row] for k, v in b.item_rows.items()}
     rows |= cross_features(rows, rows, b.user_table)
     rows |= b.features.context_features(np.array(["web"], dtype=object), [9], [0])
-    assert click_probability(b.dlrm, rows)[0] == pytest.approx(scores[0], rel=1e-5)
+    p_click = float(click_probability(b.dlrm, rows)[0])
+    ranked = asyncio.run(p.ranked(Request(user_id=user, device="web", k=50,
+                                          timestamp=dt.datetime(2026, 1, 12, 9))))
+    at = int(np.flatnonzero(ranked.cands.rows == row[0])[0])
+    assert ranked.signals[at, SIGNALS.index("dlrm")] == pytest.approx(
+        np.log(p_click / (1 - p_click)), rel=1e-4)
+    assert ranked.scores[at] == pytest.approx(scores[0], rel=1e-5)
+    z = state.blend.score(ranked.signals, ranked.user.segment)
+    assert ranked.scores[at] == pytest.approx(1 / (1 + np.exp(-z[at])), rel=1e-5)
 
 
 def test_a_user_without_history_gets_popularity_in_their_context(state: ServingState) -> None:

@@ -3,7 +3,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from train.metrics import auc, log_loss, ndcg_at_k, recall_at_k
+from train.metrics import (
+    auc,
+    average_precision,
+    log_loss,
+    ndcg_at_k,
+    precision_at_k,
+    recall_at_k,
+)
 
 
 def test_auc_hand_example() -> None:
@@ -42,3 +49,32 @@ def test_ndcg_hand_example() -> None:
     assert np.isnan(got[1])
     # A perfect ranking scores 1 whatever the number of relevant items beyond k.
     assert ndcg_at_k(np.array([[4, 5]]), [np.array([4, 5, 6])], k=2)[0] == pytest.approx(1.0)
+
+
+def test_precision_divides_by_k_even_for_a_short_list() -> None:
+    # relevant {7, 9}: [9, 1, 7, 4] holds 2 of them in 4; a user with nothing relevant is NaN
+    got = precision_at_k(np.array([[9, 1, 7, 4], [1, 2, 3, 4]]), [np.array([7, 9]),
+                                                                  np.array([])], k=4)
+    assert got[0] == 0.5 and np.isnan(got[1])
+    # Microsoft Recommenders divides by k whatever the number of relevant items: 1 hit of
+    # 1 relevant in 10 is 0.1, not 1
+    assert precision_at_k(np.arange(10)[None, :], [np.array([3])], k=10)[0] == 0.1
+
+
+def test_average_precision_divides_by_all_relevant_items() -> None:
+    # relevant {7, 9, 5}, top [9, 1, 7]: hits at ranks 1 and 3 with precisions 1/1 and 2/3;
+    # (1 + 2/3) / 3 relevant = 0.5556 (not / min(3, k) as MAP@k would, nor / 2 hits)
+    got = average_precision(np.array([[9, 1, 7]]), [np.array([7, 9, 5])], k=3)
+    assert got[0] == pytest.approx((1 + 2 / 3) / 3)
+    # every hit at the top: 1 when all relevant items fit in k
+    assert average_precision(np.array([[4, 5, 0]]), [np.array([4, 5])], k=3)[0] == 1.0
+    # 12 relevant, 10 in the first 10: 10 / 12 (MAP@k would give 1)
+    assert average_precision(np.arange(10)[None, :], [np.arange(12)], k=10)[0] == \
+        pytest.approx(10 / 12)
+    assert np.isnan(average_precision(np.array([[1]]), [np.array([])], k=1)[0])
+
+
+def test_recall_divides_by_all_relevant_items() -> None:
+    # 12 relevant, the first 10 all hits: recall@10 = 10 / 12 (the ceiling for this user)
+    assert recall_at_k(np.arange(10)[None, :], [np.arange(12)], k=10)[0] == \
+        pytest.approx(10 / 12)
