@@ -4,16 +4,17 @@ them: the `fit_sources` step of `warmstart train` (and of `warmstart finetune`).
     1 repeat share   do this data's users return to items they already have? (share of
                      validation clicks on items of the user's training history); under 1%,
                      serving leaves a user's own items out (MovieLens: 0%)
-    2 item-item      EASE on the training days' clicks, its l2 picked by validation recall
+    2 item-item      EASE on the training days' clicks, its l2 picked on validation clicks
     3 popularity     clicks per item in each context (device, hour bucket) and demographic
                      cell (age bucket, gender), each click weighted by its age with a
-                     half-life picked by validation recall (on MovieLens' time split the
+                     half-life picked on validation clicks (on MovieLens' time split the
                      last days predict the next far better than all of them)
     4 blend          the serving path run over sampled validation users (their first
                      validation click's device and time, the version's sources as of the
                      training days): each candidate's signals, labelled by the user's
-                     validation clicks; one logistic regression per user segment
-                     (train/blend.py), each kept only where it beats every single signal
+                     validation clicks; one set of weights per user segment (train/blend.py),
+                     each kept only where it beats every single signal
+    Every choice maximizes `SourcesConfig.objective` (NDCG@10 and recall@100, averaged).
     5 refit          item-item, histories and popularity again over training and validation
                      days with the picked settings: what serving answers from
 
@@ -36,10 +37,10 @@ import scipy.sparse as sp
 from flows.layout import read_interactions
 from serve.popularity import counts, decay
 from train.artifacts import Bundle
-from train.blend import SEGMENTS, Blend, choose
+from train.blend import OBJECTIVE, SEGMENTS, Blend, choose, metric
 from train.features import Features, UserTable
 from train.item_item import Histories, ItemItem, ItemItemConfig, fit_item_item
-from train.metrics import recall_at_k
+from train.metrics import ndcg_at_k, recall_at_k
 
 
 @dataclass(frozen=True)
@@ -47,9 +48,11 @@ class SourcesConfig:
     item_item: ItemItemConfig = field(default_factory=ItemItemConfig)
     # Half-lives (days) of a click's weight in popularity; None = no decay.
     half_lives: tuple[float | None, ...] = (1.0, 3.0, 7.0, 30.0, None)
-    k: int = 100  # recall@k that picks l2 and the half-life
+    # The mean of these list metrics picks l2, the half-life and the blend: the top 10 (what
+    # a page shows) and the top 100 (what ranking gets) both count; a decay can help one and
+    # hurt the other.
+    objective: tuple[str, ...] = OBJECTIVE
     blend_users: int = 2_000  # validation users sampled for the blend
-    blend_ks: tuple[int, ...] = (10, 100)  # mean recall at these k fits and picks the blend
     repeat_share: float = 0.01  # below this, a user's own items are left out of answers
     seed: int = 0
 
@@ -155,6 +158,18 @@ def repeat_share(train: sp.csr_matrix, val: Clicks) -> float:
     return float(had.mean())
 
 
+def depth(metrics: tuple[str, ...]) -> int:
+    """The longest list the metrics read."""
+    return max(metric(m)[1] for m in metrics)
+
+
+def objective(top: np.ndarray, relevant: list[np.ndarray], metrics: tuple[str, ...]) -> float:
+    """The mean over `metrics` of their mean over users (train/metrics.py)."""
+    fns = {"ndcg": ndcg_at_k, "recall": recall_at_k}
+    return float(np.mean([np.nanmean(fns[name](top, relevant, k))
+                          for name, k in map(metric, metrics)]))
+
+
 def _relevant(val: Clicks, users: np.ndarray, exclude: sp.csr_matrix | None
               ) -> list[np.ndarray]:
     """Each of `users`' distinct validation items, less their training items when given."""
@@ -185,8 +200,8 @@ def _top(scores: np.ndarray, k: int, exclude: sp.csr_matrix | None, users: np.nd
 
 def tune_l2(train: sp.csr_matrix, val: Clicks, cfg: SourcesConfig, exclude: bool,
             rng: np.random.Generator) -> tuple[float, dict[str, float]]:
-    """The l2 of `cfg.item_item.l2_grid` whose EASE ranks validation clicks best (recall@k
-    of users with a training history), and every value's recall."""
+    """The l2 of `cfg.item_item.l2_grid` whose EASE ranks validation clicks best (the
+    objective over users with a training history), and every value's figure."""
     users = np.unique(val.user[(val.user >= 0)])
     users = users[np.diff(train.indptr)[users] > 0]
     if len(users) > cfg.blend_users:
@@ -198,8 +213,8 @@ def tune_l2(train: sp.csr_matrix, val: Clicks, cfg: SourcesConfig, exclude: bool
     recall = {}
     for l2 in cfg.item_item.l2_grid:
         scores = fit_item_item(train, cfg.item_item, l2).score_matrix(train[users])
-        recall[str(l2)] = float(np.nanmean(recall_at_k(_top(scores, cfg.k, ex, users), rel,
-                                                       cfg.k)))
+        recall[str(l2)] = objective(_top(scores, depth(cfg.objective), ex, users), rel,
+                                    cfg.objective)
     best = max(recall, key=lambda v: recall[v])
     return float(best), recall
 
@@ -207,16 +222,16 @@ def tune_l2(train: sp.csr_matrix, val: Clicks, cfg: SourcesConfig, exclude: bool
 def tune_half_life(clicks: Clicks, val: Clicks, n_items: int, cfg: SourcesConfig
                    ) -> tuple[float | None, dict[str, float]]:
     """The half-life of `cfg.half_lives` whose decayed popularity ranks the validation
-    clicks best (recall@k over every validation user: one list for all), and each one's."""
+    clicks best (the objective over every validation user: one list for all), and each
+    one's figure."""
     users = np.unique(val.user)
     frame = pd.DataFrame({"u": val.user, "i": val.item})
     rel = [np.unique(g.to_numpy()) for _, g in frame.groupby("u")["i"]]
     recall = {}
     for h in cfg.half_lives:
         pop = np.bincount(clicks.item, weights=decay(clicks.ts, h), minlength=n_items)
-        top = np.argsort(-pop, kind="stable")[:cfg.k]
-        recall[str(h)] = float(np.nanmean(recall_at_k(np.tile(top, (len(users), 1)), rel,
-                                                       cfg.k)))
+        top = np.tile(np.argsort(-pop, kind="stable")[:depth(cfg.objective)], (len(users), 1))
+        recall[str(h)] = objective(top, rel, cfg.objective)
     best = max(cfg.half_lives, key=lambda h: recall[str(h)])
     return best, recall
 
@@ -263,7 +278,7 @@ def fit_blend(bundle: Bundle, data: Path, val_days: tuple[int, ...], val: Clicks
         y = np.concatenate([g[1] for g in got])
         groups = np.repeat(np.arange(len(got)), [len(g[1]) for g in got])
         relevant = np.array([g[2] for g in got])
-        chosen = choose(x, y, groups, relevant, ks=cfg.blend_ks, seed=cfg.seed)
+        chosen = choose(x, y, groups, relevant, cfg.objective, seed=cfg.seed)
         report[seg] = {"users": len(got), "clicked_candidates": int(y.sum()),
                        "relevant": int(relevant.sum())}
         if chosen is not None:
@@ -300,9 +315,9 @@ def fit_sources(bundle: Bundle, data: Path, train_days: tuple[int, ...],
     x_all = both.matrix(n_users, n_items)
     report = {"repeat_share": share, "exclude_history": exclude,
               "item_item": {"kind": provisional.item_item.kind if provisional.item_item
-                            else None, "l2": l2, "validation_recall": l2_recall},
-              "half_life_days": half_life, "half_life_recall": hl_recall,
-              "recall_k": cfg.k, "blend": blend_report,
+                            else None, "l2": l2, "validation": l2_recall},
+              "half_life_days": half_life, "half_life_validation": hl_recall,
+              "objective": list(cfg.objective), "blend": blend_report,
               "refit_days": sorted(set(train_days) | set(val_days))}
     return Sources(item_item=fit_item_item(x_all, cfg.item_item, l2),
                    histories=Histories.of(x_all),

@@ -12,11 +12,11 @@ users' candidates labelled by their validation clicks, gives the weights.
 
 Users differ by how much serving knows of them, so there is one set of weights per segment
 (`segment`): "new" (nothing known: no click, no impression, no id), "few" (1-3 clicks, or
-only impressions), "known" (4 clicks or more). The weights
-start from a logistic regression and are refined by coordinate ascent on the lists' recall
-itself (`ascend`). Each segment keeps whichever of the blend and its single signals ranked
-best on a held-out half of its validation users (`choose`): the blended answer is never
-below its best single source there.
+only impressions), "known" (4 clicks or more). The weights start from a logistic
+regression and are refined by coordinate ascent on the lists' own metrics (`OBJECTIVE`:
+NDCG@10 and recall@100; `ascend`). Each segment keeps whichever of the blend and its single
+signals ranked best on a held-out half of its validation users (`choose`): the blended
+answer is never below its best single source there.
 
 Shapes: N candidates of one list (or of many lists, with `groups`), F signals.
 
@@ -39,6 +39,19 @@ import numpy as np
 SIGNALS = ("two_tower", "item_item", "popular", "context", "demographic", "interests", "dlrm")
 SEGMENTS = ("new", "few", "known")
 FEW = 3  # up to this many known interactions is "few"
+# What the blend (and the tuning of the sources, flows/sources.py) maximizes: the mean of
+# these list metrics. NDCG@10 judges the top of a page; recall@10 would not (a user with 50
+# relevant items has a recall@10 of at most 0.2 whatever the order). Recall@100 judges what
+# reaches ranking.
+OBJECTIVE = ("ndcg@10", "recall@100")
+
+
+def metric(spec: str) -> tuple[str, int]:
+    """("ndcg", 10) from "ndcg@10"; only ndcg and recall are known."""
+    name, _, k = spec.partition("@")
+    if name not in ("ndcg", "recall") or not k.isdigit() or int(k) < 1:
+        raise ValueError(f"unknown list metric {spec!r}; use ndcg@K or recall@K")
+    return name, int(k)
 
 
 def segment(n_clicks: int, anything_known: bool = True) -> str:
@@ -69,7 +82,7 @@ def standardize(x: np.ndarray, groups: np.ndarray | None = None) -> np.ndarray:
 class SegmentBlend:
     weights: tuple[float, ...]  # one per signal, over standardized values
     chosen: str = "blend"  # "blend", or the single signal that ranked best
-    validation: dict[str, float] = field(default_factory=dict)  # held-out recall per choice
+    validation: dict[str, float] = field(default_factory=dict)  # held-out OBJECTIVE per choice
     users: int = 0  # validation users it was fitted on
 
 
@@ -134,30 +147,40 @@ class Lists:
         self.pad = self.idx < 0
         self.relevant = np.maximum(relevant, 1)
 
-    def recall(self, w: np.ndarray, ks: tuple[int, ...]) -> float:
-        """Mean over `ks` of mean recall@k when every list is ranked by z @ w."""
+    def score(self, w: np.ndarray, metrics: tuple[str, ...] = OBJECTIVE) -> float:
+        """Mean over `metrics` ("ndcg@10", "recall@100") of their mean over the lists when
+        every list is ranked by z @ w. Recall divides by the user's relevant items, NDCG's
+        ideal is min(relevant, k) hits at the top (train/metrics.py)."""
         s = (self.z @ w)[self.idx]  # L, M
         s[self.pad] = -np.inf
+        kmax = min(max(metric(m)[1] for m in metrics), s.shape[1])
+        top = np.argpartition(-s, kmax - 1, axis=1)[:, :kmax]
+        top = np.take_along_axis(top, np.argsort(-np.take_along_axis(s, top, 1), axis=1,
+                                                 kind="stable"), 1)  # L, kmax best first
+        hits = np.take_along_axis(self.y, top, 1).astype(np.float64)  # L, kmax
         out = []
-        for k in ks:
-            k = min(k, s.shape[1])
-            top = np.argpartition(-s, k - 1, axis=1)[:, :k]
-            out.append(float((np.take_along_axis(self.y, top, 1).sum(1) / self.relevant
-                              ).mean()))
+        for name, k in map(metric, metrics):
+            k = min(k, kmax)
+            if name == "recall":
+                out.append(float((hits[:, :k].sum(1) / self.relevant).mean()))
+            else:
+                disc = 1.0 / np.log2(np.arange(2, k + 2))  # k
+                ideal = np.cumsum(disc)[np.minimum(self.relevant, k) - 1]  # L
+                out.append(float(((hits[:, :k] * disc).sum(1) / ideal).mean()))
         return float(np.mean(out))
 
 
 STEPS = (-2.0, -1.0, -0.5, -0.25, 0.0, 0.25, 0.5, 1.0, 2.0, 4.0)  # weights tried per signal
 
 
-def ascend(lists: Lists, start: np.ndarray, ks: tuple[int, ...], rounds: int = 3
-           ) -> np.ndarray:
-    """Coordinate ascent on the lists' recall: each signal's weight in turn set to the value
+def ascend(lists: Lists, start: np.ndarray, metrics: tuple[str, ...] = OBJECTIVE,
+           rounds: int = 3) -> np.ndarray:
+    """Coordinate ascent on the lists' metrics: each signal's weight in turn set to the value
     of `STEPS` that ranks best with the others fixed, `rounds` times over. The direct search
     targets the list metric itself (what a pointwise logistic loss does not), and with a
     handful of signals it needs only a few hundred rankings."""
     w = start.astype(np.float64).copy()
-    best = lists.recall(w, ks)
+    best = lists.score(w, metrics)
     for _ in range(rounds):
         moved = False
         for f in range(len(w)):
@@ -168,7 +191,7 @@ def ascend(lists: Lists, start: np.ndarray, ks: tuple[int, ...], rounds: int = 3
                 trial[f] = v
                 if not trial.any():
                     continue
-                got = lists.recall(trial, ks)
+                got = lists.score(trial, metrics)
                 if got > best + 1e-9:
                     best, w, moved = got, trial, True
         if not moved:
@@ -186,7 +209,7 @@ def _logistic(z: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 
 def choose(x: np.ndarray, y: np.ndarray, groups: np.ndarray, relevant: np.ndarray,
-           ks: tuple[int, ...] = (10, 100), min_users: int = 20, seed: int = 0,
+           metrics: tuple[str, ...] = OBJECTIVE, min_users: int = 20, seed: int = 0,
            names: tuple[str, ...] = SIGNALS) -> SegmentBlend | None:
     """The weights of one segment from its validation lists: `x` (N, F) raw signals,
     `y` (N,) 1 where the candidate was clicked on a validation day, `groups` (N,) list ids
@@ -194,7 +217,7 @@ def choose(x: np.ndarray, y: np.ndarray, groups: np.ndarray, relevant: np.ndarra
     recall's denominator: clicks outside the candidates count too).
 
     The blend is fitted on half the users (a logistic regression, then coordinate ascent
-    on mean recall at `ks`) and compared with every single signal on the other half; the
+    on the mean of `metrics`) and compared with every single signal on the other half; the
     better is kept, a blend refitted on all users. None when fewer than `min_users` lists
     hold a clicked candidate. `names` name `x`'s columns (serving's `SIGNALS` by default)."""
     lists = np.unique(groups)
@@ -213,12 +236,12 @@ def choose(x: np.ndarray, y: np.ndarray, groups: np.ndarray, relevant: np.ndarra
             w[n] = 1.0
             singles[name] = w
     start = max([_logistic(z[in_a], y[in_a]), *singles.values()],
-                key=lambda w: a.recall(w, ks))
-    candidates = {"blend": ascend(a, start, ks)} | singles
-    held = {name: b.recall(w, ks) for name, w in candidates.items()}
+                key=lambda w: a.score(w, metrics))
+    candidates = {"blend": ascend(a, start, metrics)} | singles
+    held = {name: b.score(w, metrics) for name, w in candidates.items()}
     best = max(held, key=lambda name: (held[name], name == "blend"))
     weights = candidates[best]
     if best == "blend":
         every = Lists(z, y, groups, relevant)
-        weights = ascend(every, weights, ks)
+        weights = ascend(every, weights, metrics)
     return SegmentBlend(tuple(float(v) for v in weights), best, held, int(len(lists)))

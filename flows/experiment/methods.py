@@ -6,7 +6,7 @@ latency sweep.
     (c) LLM interests   the interest vector's nearest items
     (d) merged          (a), (b) and (c) blended: each user's candidates from all three, each
                         ranked by weights fitted on half the cohort (train/blend.py `choose`,
-                        on recall@k) and reported on the other half; where the blend does
+                        on NDCG and recall at k) and reported on the other half; where it does
                         not beat one source alone on held-out users, that source is kept
 """
 
@@ -84,7 +84,7 @@ def merged(vectors: np.ndarray, known: np.ndarray, interests: np.ndarray,
     chosen = choose(x[rows], y[rows].astype(np.int8), np.searchsorted(
         np.flatnonzero(fit), groups[rows]), np.array([len(r) for r, f in
                                                       zip(relevant, fit, strict=True) if f]),
-        ks=(k,), min_users=10, seed=seed, names=MERGED_SIGNALS)
+        (f"ndcg@{k}", f"recall@{k}"), min_users=10, seed=seed, names=MERGED_SIGNALS)
     if chosen is None:
         return interleave(top_of(neighbour_sim.T, known, k), top_of(interest_sim.T, known, k),
                           k), None

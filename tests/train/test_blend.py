@@ -32,7 +32,7 @@ def test_standardize_is_a_z_score_within_each_list() -> None:
     np.testing.assert_allclose(standardize(x[:2]), z[:2])  # one list alone: the same
 
 
-def test_the_list_recall_is_computed_per_list() -> None:
+def test_the_list_metrics_are_computed_per_list() -> None:
     # two lists of three candidates; the first user has 2 relevant items, one of them
     # outside the candidates; the second has 1, in the candidates
     z = np.zeros((6, F), np.float32)
@@ -42,9 +42,16 @@ def test_the_list_recall_is_computed_per_list() -> None:
     w = np.eye(F, dtype=np.float32)[0]
     # top 1: list 0 picks the 3 (not relevant), list 1 the 3 (not relevant) -> 0
     # top 2: list 0 gets its relevant one (1 of 2), list 1 does not -> (0.5 + 0) / 2
-    assert lists.recall(w, (1,)) == 0.0 and lists.recall(w, (2,)) == 0.25
-    assert lists.recall(-w, (1,)) == pytest.approx((0 + 1) / 2)  # reversed: list 1's hit
-    assert lists.recall(w, (1, 2)) == pytest.approx(0.125)  # the mean over ks
+    assert lists.score(w, ("recall@1",)) == 0.0 and lists.score(w, ("recall@2",)) == 0.25
+    # reversed: list 1's hit comes first
+    assert lists.score(-w, ("recall@1",)) == pytest.approx((0 + 1) / 2)
+    assert lists.score(w, ("recall@1", "recall@2")) == pytest.approx(0.125)  # the mean
+    # NDCG@2: list 0 has its hit at rank 2 (1/log2(3)) against an ideal of 1 + 1/log2(3)
+    # (2 relevant); list 1 has no hit -> (0.6309 / 1.6309 + 0) / 2
+    assert lists.score(w, ("ndcg@2",)) == pytest.approx(
+        (1 / np.log2(3)) / (1 + 1 / np.log2(3)) / 2)
+    with pytest.raises(ValueError, match="ndcg@K or recall@K"):
+        lists.score(w, ("map@10",))
 
 
 def synthetic_lists(n_lists: int = 400, size: int = 30, seed: int = 0
@@ -65,15 +72,15 @@ def test_coordinate_ascent_finds_the_mixture_that_generated_the_clicks() -> None
     x, y, groups, relevant = synthetic_lists()
     lists = Lists(standardize(x, groups), y, groups, relevant)
     single = np.eye(F, dtype=np.float32)[AT["item_item"]]
-    w = ascend(lists, single, ks=(2,))
-    assert lists.recall(w, (2,)) > lists.recall(single, (2,)) + 0.1
+    w = ascend(lists, single, ("recall@2",))
+    assert lists.score(w, ("recall@2",)) > lists.score(single, ("recall@2",)) + 0.1
     assert w[AT["item_item"]] > w[AT["popular"]] > 0  # the right signals, the right order
     assert abs(w[AT["dlrm"]]) < w[AT["popular"]]
 
 
 def test_choose_keeps_the_blend_when_it_beats_every_single_signal() -> None:
     x, y, groups, relevant = synthetic_lists(seed=1)
-    got = choose(x, y, groups, relevant, ks=(2,))
+    got = choose(x, y, groups, relevant, ("recall@2",))
     assert got is not None and got.chosen == "blend"
     assert got.validation["blend"] >= max(v for k, v in got.validation.items() if k != "blend")
 
@@ -86,7 +93,7 @@ def test_choose_keeps_a_single_signal_when_nothing_else_helps() -> None:
     for g in np.unique(groups):
         rows = np.flatnonzero(groups == g)
         y[rows[np.argsort(-truth[rows])[:2]]] = 1
-    got = choose(x, y, groups, relevant, ks=(2,))
+    got = choose(x, y, groups, relevant, ("recall@2",))
     assert got is not None
     # a blend can only tie the perfect single signal on held-out users: popular is kept
     # (or a blend that ranks exactly as well)
