@@ -71,8 +71,10 @@ class TrainConfig:
     two_tower: TwoTowerConfig = field(default_factory=TwoTowerConfig)
     dlrm: DLRMConfig = field(default_factory=DLRMConfig)
     # Batch sizes are per worker. Tuned on `small` (20k users, 1M impressions).
+    # Epochs are ceilings: training stops after `patience` epochs without a lower validation
+    # loss (`small` stops the Two-Tower after ~7, MovieLens-100K needs more).
     two_tower_loop: LoopConfig = field(
-        default_factory=lambda: LoopConfig(epochs=6, batch_size=512, lr=0.01))
+        default_factory=lambda: LoopConfig(epochs=20, batch_size=512, lr=0.01))
     dlrm_loop: LoopConfig = field(
         default_factory=lambda: LoopConfig(epochs=3, batch_size=512, lr=0.02))
     index: IndexConfig = field(default_factory=IndexConfig)

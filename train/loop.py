@@ -114,7 +114,7 @@ def _train_epoch(train: nn.Module, optimizer: torch.optim.Optimizer,
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        total += float(loss) * len(x["label"])
+        total += float(loss.detach()) * len(x["label"])
         rows += len(x["label"])
     return total, rows
 

@@ -11,7 +11,7 @@ import pytest
 
 from flows.experiment import experiment
 from flows.experiment.config import ExperimentConfig, NamedEncoder, NamedLLM, load_grid
-from flows.experiment.methods import interleave, quality, top_excluding
+from flows.experiment.methods import MERGED_SIGNALS, interleave, merged, quality, top_excluding
 from flows.experiment.report import CHARTS
 from index.faiss_index import build_index
 from interests.backends import LLMConfig
@@ -65,6 +65,30 @@ def test_quality_by_hand() -> None:
     assert q["ndcg"] == pytest.approx((0.5 / 1.6309297535714575 + 0.0) / 2)
 
 
+def test_merged_blends_the_sources_on_the_fit_users_and_keeps_the_better_one() -> None:
+    """Later clicks follow popularity alone here; the merged method must find that on the
+    fit half, and score at least as well as popularity on the other half."""
+    rng = np.random.default_rng(0)
+    n_items, n_users, k = 200, 120, 10
+    vectors = rng.normal(size=(n_items, 8)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    popularity = np.sort(rng.pareto(1.0, n_items))[::-1].copy()  # item 0 the most popular
+    known = rng.integers(20, n_items, n_users)
+    interests = vectors[rng.integers(0, n_items, n_users)]
+    relevant = [np.setdiff1d(rng.choice(15, 5, replace=False), [kk]) for kk in known]
+    fit = np.arange(n_users) % 2 == 0
+    top, weights = merged(vectors, known, interests, popularity, relevant, fit, k)
+    assert top.shape == (n_users, k) and weights is not None
+    assert weights.chosen in ("blend", "popularity")
+    w = dict(zip(MERGED_SIGNALS, weights.weights, strict=True))
+    assert w["popularity"] > abs(w["item_neighbours"]) and w["popularity"] > abs(
+        w["llm_interests"])
+    popular = np.tile(np.argsort(-popularity)[:k], (n_users, 1))
+    assert quality(top, relevant, k, ~fit)["recall"] >= quality(popular, relevant, k,
+                                                                ~fit)["recall"] - 1e-9
+    assert (top != known[:, None]).all()  # never the item the user already has
+
+
 @pytest.mark.ray
 def test_experiment_on_tiny_writes_every_chart(tiny_data: Path, tiny_t5: Path,
                                                tmp_path: Path) -> None:
@@ -89,6 +113,9 @@ def test_experiment_on_tiny_writes_every_chart(tiny_data: Path, tiny_t5: Path,
         assert sum(p["status"].values()) == 8 and p["cost_per_1k_usd"] > 0
         for q in p["quality"].values():
             assert 0 <= q["recall"] <= 1 and 0 <= q["ndcg"] <= 1
+        assert set(p["quality"]) == {"item_neighbours", "llm_interests", "merged",
+                                     "interleaved"}
+    assert r["reported_users"] < r["users"] and len(r["ablation"]) == len(r["pairs"])
     assert {(p["batch_size"]) for p in r["latency"]} == {1, 2}
     saved = json.loads((cfg.out / "results.json").read_text())
     assert saved["pairs"].keys() == r["pairs"].keys()

@@ -19,6 +19,16 @@ def test_vocabulary_is_categories_styles_and_frequent_words() -> None:
     assert "trails" not in vocab  # in one item only
 
 
+def test_titles_and_kind_names_join_the_vocabulary() -> None:
+    films = pd.DataFrame({"item_id": ["1", "2"], "name": ["Star Wars", "Blade Runner"],
+                          "category": ["Sci-Fi", "Film-Noir"], "style": ["Action", "Sci-Fi"],
+                          "categories": ["Sci-Fi|Action|Adventure", "Film-Noir|Sci-Fi"]})
+    full = catalog_vocabulary(films, GroundingConfig(min_items=1))
+    assert {"star wars", "blade runner", "adventure", "film-noir", "sci-fi"} <= set(full)
+    short = catalog_vocabulary(films, GroundingConfig(min_items=1, titles_and_kinds=False))
+    assert "star wars" not in short and "adventure" in short  # a word of 1 item, min_items 1
+
+
 def test_vocabulary_needs_something_to_ground_on() -> None:
     with pytest.raises(ValueError, match="category or description"):
         catalog_vocabulary(pd.DataFrame({"item_id": ["a"]}))

@@ -5,7 +5,14 @@ from __future__ import annotations
 
 import pytest
 
-from interests.prompts import SYSTEM, HistoryItem, PromptConfig, build_messages
+from interests.prompts import (
+    DETAILED_SYSTEM,
+    SYSTEM,
+    HistoryItem,
+    PromptConfig,
+    build_messages,
+    item_details,
+)
 from interests.topics import MAX_TOPICS, MIN_TOPICS
 
 
@@ -33,3 +40,20 @@ def test_the_prompt_asks_for_as_many_topics_as_the_schema_allows() -> None:
     ask = f"{MIN_TOPICS} to {MAX_TOPICS}"
     user = build_messages([HistoryItem("Tent")])[1]["content"]
     assert ask in SYSTEM and ask in user
+
+
+def test_the_detailed_prompt_names_every_kind_and_the_year() -> None:
+    item = {"name": "Toy Story", "category": "Animation", "style": "Children's", "year": 1995,
+            "categories": "Animation|Children's|Comedy"}
+    assert item_details(item) == "1995; Animation, Children's, Comedy"
+    assert item_details({"category": "footwear", "style": "none"}) == "footwear"
+    assert item_details({"genres": "Drama War", "year": None}) == "Drama, War"
+    hist = [HistoryItem("Toy Story", "Animation", "Children's", details=item_details(item))]
+    system, user = build_messages(hist)  # detailed by default
+    assert system["content"] == DETAILED_SYSTEM
+    assert "- Toy Story (1995; Animation, Children's, Comedy)" in user["content"]
+    plain = build_messages(hist, PromptConfig(style="plain"))
+    assert plain[0]["content"] == SYSTEM
+    assert "- Toy Story (Animation, Children's)" in plain[1]["content"]
+    with pytest.raises(ValueError, match="prompt style"):
+        PromptConfig(style="verbose")

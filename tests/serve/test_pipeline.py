@@ -174,6 +174,45 @@ def test_a_click_hides_the_item_and_shifts_the_next_answer(state: ServingState,
     assert [e.item_id for _, e in log.read(None, 100)] == [first, *map(str, far_items[:5])]
 
 
+def test_a_new_users_first_click_reaches_item_item_on_the_next_request(
+        state: ServingState, tmp_path: Path) -> None:
+    """A user the version never saw clicks one item: the next answer comes from the user's
+    segment of the blend with item-item candidates of that item, and a dead recent-items
+    store degrades that answer instead of failing it."""
+    assert state.item_item is not None and state.blend is not None
+    p = Pipeline(state, open_stores(state, stores_cfg(tmp_path)))
+    stranger = ask(p, "brand-new-user", 30)
+    assert not any("item_item" in i["source"] for i in stranger["items"])
+    ranked = asyncio.run(p.ranked(Request(user_id="brand-new-user", device="web",
+                                          timestamp=NOON, k=30)))
+    assert ranked.user.segment == "new" and ranked.user.n_known == 0
+    clicked = stranger["items"][0]["item_id"]
+    p.event("brand-new-user", clicked, "click", "web", NOON)
+    ranked = asyncio.run(p.ranked(Request(user_id="brand-new-user", device="web",
+                                          timestamp=NOON, k=30)))
+    assert ranked.user.n_known == 1 and ranked.user.segment == "few"
+    row = state.item_pos[clicked]
+    assert ranked.user.items.tolist() == [row]
+    # the item-item signal is the clicked item's row of the weights, for every candidate
+    ii = ranked.signals[:, SIGNALS.index("item_item")]
+    expected = np.asarray(state.item_item.weights[row], np.float32).ravel()[ranked.cands.rows]
+    np.testing.assert_allclose(ii, expected, rtol=1e-5)
+    after = ask(p, "brand-new-user", 30)
+    assert any("item_item" in i["source"] for i in after["items"])
+    assert clicked not in ids(after)  # the seen filter hides it
+
+    class DeadRecent:
+        def add(self, user_id: str, item_id: str) -> None:
+            raise StoreUnavailable("down")
+
+        def items(self, user_id: str) -> list[str]:
+            raise StoreUnavailable("down")
+
+    dead = Pipeline(state, replace(p.live.stores, recent=DeadRecent()))
+    got = ask(dead, "brand-new-user", 10)
+    assert "recent_items" in got["degraded"] and len(got["items"]) == 10
+
+
 def test_an_unknown_item_event_is_refused_and_logs_nothing(state: ServingState,
                                                            tmp_path: Path) -> None:
     p = Pipeline(state, open_stores(state, stores_cfg(tmp_path)))

@@ -1,5 +1,6 @@
 """Ray Train resumes from the last checkpoint after a worker dies; accelerators map to the
-Ray resources that schedule the workers."""
+Ray resources that schedule the workers; the in-process loop learns, stops early and keeps
+its best epoch."""
 
 from __future__ import annotations
 
@@ -18,7 +19,41 @@ import pytest
 import torch
 from ray.train.torch.xla import TorchXLAConfig
 
-from train.loop import LoopConfig, scaling, worker_device
+from train.dlrm import SPARSE, DLRMConfig
+from train.features import DENSE
+from train.loop import LoopConfig, _batches, _val_loss, fit_local, scaling, worker_device
+from train.registry import spec
+
+
+def separable(n: int, seed: int) -> dict[str, Any]:
+    """DLRM inputs whose label is 1 exactly for items 3 and 4 of 5."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    cols: dict[str, Any] = {name: rng.integers(0, 5, n) for name in SPARSE}
+    cols |= {name: np.zeros(n, np.float32) for name in DENSE}
+    cols["label"] = (cols["item"] >= 3).astype(np.float32)
+    return cols
+
+
+def test_fit_local_learns_stops_early_and_keeps_its_best_epoch() -> None:
+    cards = {name: 5 for name in SPARSE} | {"content": 0}
+    loop = LoopConfig(epochs=40, patience=2, lr=0.0003, batch_size=256, mask_rate=0.0,
+                      device_mask_rate=0.0, num_workers=1, cpus_per_worker=1.0)
+    val = separable(1000, 1)
+    # a fifth of the validation labels flipped: the more confident the model grows, the
+    # higher its validation loss once the rule is learned, so there is a best epoch
+    val["label"][:200] = 1 - val["label"][:200]
+    model, history = fit_local("dlrm", DLRMConfig(), cards, separable(4000, 0), val, loop)
+    losses = [h["val_loss"] for h in history]
+    assert losses[0] > min(losses) + 0.05  # it learned the rule (0.69 -> ~0.62)
+    assert len(history) < loop.epochs  # and stopped: 2 epochs without a lower loss
+    assert losses.index(min(losses)) == len(losses) - 1 - loop.patience
+    # the model returned is the best epoch's, not the last one's
+    again = _val_loss(spec("dlrm").task(model), _batches(val, 256), None)
+    assert again == pytest.approx(min(losses), rel=1e-5)
+    with pytest.raises(ValueError, match="Ray Train"):
+        fit_local("dlrm", DLRMConfig(), cards, val, val, LoopConfig(accelerator="gpu"))
 
 
 def test_cpu_workers_ask_for_fractional_cpus_only() -> None:
