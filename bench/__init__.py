@@ -30,3 +30,15 @@ def workdir_paths(args: argparse.Namespace) -> tuple[Path, Path]:
 
     workdir = args.workdir or RUNS / f"bench-{args.scale}"
     return workdir, args.data or workdir / "data"
+
+
+MOVIELENS = Path(__file__).parents[2] / "shared" / "datasets" / "movielens-100k"
+
+
+def movielens_args(p: argparse.ArgumentParser, seed: int) -> None:
+    """--src (MovieLens-100K's files), --workdir, --seed and --save, shared by the benchmarks
+    on MovieLens."""
+    p.add_argument("--src", type=Path, default=MOVIELENS, help="MovieLens-100K files")
+    p.add_argument("--workdir", type=Path, default=None)
+    p.add_argument("--seed", type=int, default=seed)
+    p.add_argument("--save", action="store_true", help="write the figures to bench/results/")

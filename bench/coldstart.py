@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from bench import report
+from bench import movielens_args, report
 from bench.train import load_line, machine
 from flows.layout import (
     ITEMS,
@@ -170,11 +170,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", type=Path, default=None,
                    help="a data folder (default: MovieLens-100K, every rating a click)")
-    p.add_argument("--src", type=Path, default=Path(__file__).parents[2] / "shared" /
-                   "datasets" / "movielens-100k", help="MovieLens-100K files")
-    p.add_argument("--workdir", type=Path, default=None)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--save", action="store_true")
+    movielens_args(p, seed=0)
     args = p.parse_args()
     from flows.runtime import start_ray
     from flows.train import TrainConfig, train

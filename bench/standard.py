@@ -45,7 +45,7 @@ import pandas as pd
 import pyarrow as pa
 import scipy.sparse as sp
 
-from bench import report
+from bench import movielens_args, report
 from bench.train import load_line, machine
 from flows.layout import ITEMS, USERS, Split, available_days, read_interactions, write_day_file
 from flows.load import load
@@ -275,11 +275,7 @@ def _rows(scores_of_test_users: np.ndarray, test_users: np.ndarray, n_users: int
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--src", type=Path, default=Path(__file__).parents[2] / "shared" /
-                   "datasets" / "movielens-100k", help="MovieLens-100K files")
-    p.add_argument("--workdir", type=Path, default=None)
-    p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--save", action="store_true")
+    movielens_args(p, seed=42)
     args = p.parse_args()
     import threadpoolctl
 

@@ -32,7 +32,7 @@ from flows.runtime import start_ray
 from flows.train import TrainConfig, train
 
 STEPS = ("embed_content", "fit_features", "train_retrieval", "embed_items", "build_index",
-         "train_ranker", "evaluate", "publish")
+         "train_ranker", "fit_sources", "evaluate", "publish")
 MODELS = {"two_tower": "train_retrieval", "dlrm": "train_ranker"}  # model -> its step
 
 

@@ -15,7 +15,9 @@ are picks the user's segment of the blend (train/blend.py).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import numpy as np
 
@@ -26,6 +28,7 @@ from serve.stores import StoreUnavailable
 from train.blend import segment
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -63,12 +66,7 @@ def user_features(state: ServingState, online: OnlineFeatures | None, user_id: s
         cols = dict(state.oov_user)
         vector = state.oov_vector
     if user_id is not None and online is not None:
-        try:
-            got = online.user(user_id)
-        except StoreUnavailable as e:
-            log.warning("online features unavailable, using the version's: %s", e)
-            degraded.append("user_features")
-            got = None
+        got = _read(lambda: online.user(user_id), None, "user_features", degraded)
         if got is not None:
             history = np.asarray(got.history, np.float32)[None, :]
             if got.top_category != cols["top_category"][0] or not np.array_equal(
@@ -79,15 +77,22 @@ def user_features(state: ServingState, online: OnlineFeatures | None, user_id: s
     cols["user_pos"] = np.array([row], np.int64)
     items = state.history(row).astype(np.int64)
     if user_id is not None and recent is not None:
-        try:
-            clicked = recent.items(user_id)
-        except StoreUnavailable as e:
-            log.warning("recent items unavailable, using the version's history: %s", e)
-            degraded.append("recent_items")
-            clicked = []
+        none: list[str] = []
+        clicked = _read(lambda: recent.items(user_id), none, "recent_items", degraded)
         rows = [state.item_pos[i] for i in clicked if i in state.item_pos]
         if rows:
             items = np.union1d(items, np.asarray(rows, np.int64))
     any_history = bool(cols["history"].any()) or len(items) > 0
     return User(user_id=user_id, cols=cols, known=bool(cols["user"][0] != 0),
                 has_history=any_history, vector=vector, items=items)
+
+
+def _read(read: Callable[[], T], default: T, stage: str, degraded: list[str]) -> T:
+    """`read()`, or `default` when its store is unavailable: the stage is then named in
+    `degraded` and logged, and the answer goes on with the version's own data."""
+    try:
+        return read()
+    except StoreUnavailable as e:
+        log.warning("%s unavailable, answering with the version's data: %s", stage, e)
+        degraded.append(stage)
+        return default

@@ -14,13 +14,6 @@ from serve.stores import StoreUnavailable
 from tests.redis_server import RedisServer
 
 
-@pytest.fixture(scope="module")
-def redis(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    server = RedisServer(tmp_path_factory.mktemp("redis-recent"))
-    yield server
-    server.stop()
-
-
 class RecentContract:
     def make(self, **fields: Any) -> RecentItems:
         raise NotImplementedError
@@ -68,8 +61,8 @@ class TestMemoryRecent(RecentContract):
 
 class TestRedisRecent(RecentContract):
     @pytest.fixture(autouse=True)
-    def _server(self, redis: RedisServer) -> None:
-        self.server = redis
+    def _server(self, plain_redis: RedisServer) -> None:
+        self.server = plain_redis
         self.prefix = f"recent-{uuid.uuid4().hex[:8]}:"
 
     def make(self, **fields: Any) -> RecentItems:

@@ -46,13 +46,6 @@ def bloom_redis(tmp_path_factory: pytest.TempPathFactory) -> Any:
     server.stop()
 
 
-@pytest.fixture(scope="module")
-def plain_redis(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    server = RedisServer(tmp_path_factory.mktemp("redis-plain"))
-    yield server
-    server.stop()
-
-
 class FakeClock:
     def __init__(self) -> None:
         self.now = 1000.0
