@@ -58,9 +58,10 @@ K = 10
 PUBLISHED = {"BiVAE": {"ndcg": 0.469, "precision": 0.408, "recall": 0.221},
              "BPR": {"ndcg": 0.445, "precision": 0.389, "recall": 0.217},
              "NCF": {"ndcg": 0.369}}
-ALS_GRID = {"factors": (32, 64, 128), "regularization": (0.01, 0.1), "alpha": (1.0, 5.0, 20.0)}
-BPR_GRID = {"factors": (64, 128), "learning_rate": (0.005, 0.01, 0.02),
-            "regularization": (0.001, 0.01), "iterations": (100, 300)}
+ALS_GRID = {"factors": (16, 32, 64, 128), "regularization": (0.01, 0.1, 1.0),
+            "alpha": (1.0, 5.0, 20.0, 40.0)}
+BPR_GRID = {"factors": (64, 128, 200), "learning_rate": (0.001, 0.005, 0.01),
+            "regularization": (0.001, 0.01), "iterations": (100, 300, 1000)}
 EASE_GRID = (50.0, 100.0, 200.0, 300.0, 500.0, 800.0, 1200.0)
 
 

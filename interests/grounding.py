@@ -20,13 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from interests.topics import normalize
+from interests.topics import STOPWORDS, normalize
 from train.encoders import TextEncoder
-
-STOPWORDS = frozenset(
-    "a an and are as at be by for from has have in is it its of on or our that the their this "
-    "to was with your you made make range use uses used very more most all any each every one "
-    "two three new just also into over under out up down off".split())
 
 
 @dataclass(frozen=True)

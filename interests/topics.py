@@ -6,7 +6,7 @@ itself, echoes item names and makes up words. So every topic goes through the sa
 and every drop is counted by reason:
 
     parse      invalid_json, not_a_list, not_a_string
-    clean      empty, too_long, number, date, path_or_url, duplicate
+    clean      empty, too_long, number, date, path_or_url, stopword, duplicate
     ground     ungrounded (interests/grounding.py): no catalog term is close enough
 
 Example::
@@ -23,7 +23,14 @@ from collections import Counter
 from typing import Any
 
 PARSE_REASONS = ("invalid_json", "not_a_list", "not_a_string")
-CLEAN_REASONS = ("empty", "too_long", "number", "date", "path_or_url", "duplicate")
+CLEAN_REASONS = ("empty", "too_long", "number", "date", "path_or_url", "stopword", "duplicate")
+# Words that say nothing of an interest. A topic made of them alone ("the", "theres") is
+# dropped: with a catalog's titles among the grounding terms, it could otherwise ground on
+# a title that holds it.
+STOPWORDS = frozenset(
+    "a an and are as at be by for from has have in is it its of on or our that the their "
+    "there theres this to was with your you made make range use uses used very more most "
+    "all any each every one two three new just also into over under out up down off".split())
 DROP_REASONS = PARSE_REASONS + CLEAN_REASONS + ("ungrounded",)
 
 MIN_TOPICS, MAX_TOPICS = 3, 5  # per answer
@@ -91,6 +98,8 @@ def drop_reason(topic: str) -> str | None:
         return "path_or_url"
     if _NUMBER.match(topic) or not re.search(r"[a-z]{2}", topic):
         return "number"
+    if all(w.strip("'") in STOPWORDS for w in re.split(r"[\s-]+", topic)):
+        return "stopword"
     return None
 
 

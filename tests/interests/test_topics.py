@@ -59,3 +59,8 @@ def test_clean_normalizes_dedupes_and_counts() -> None:
     assert drops == Counter(duplicate=1, empty=1, date=1, path_or_url=1)
 
 
+
+
+def test_a_topic_of_stopwords_alone_is_dropped() -> None:
+    topics, drops = clean_topics(["The", "theres", "the end", "out-of-the-box"])
+    assert topics == ["the end", "out-of-the-box"] and drops == {"stopword": 2}
