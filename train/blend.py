@@ -102,13 +102,16 @@ class Blend:
         return cls(segments={s: SegmentBlend(w, chosen=name) for s in SEGMENTS}, **kw)
 
     def weights(self, seg: str) -> np.ndarray:
-        """(F,) the segment's weights; a segment without validation users borrows its
-        neighbour's (few <-> known, new <- few), else the DLRM alone."""
-        for s in {"new": ("new", "few", "known"), "few": ("few", "known", "new"),
-                  "known": ("known", "few", "new")}[seg]:
+        """(F,) the segment's weights. A segment the validation days had no users of
+        borrows: "few" and "known" each other's, else the DLRM alone; "new" ranks by
+        popularity alone (decayed, as tuned), the one signal a stranger's answer must never
+        fall below, rather than by weights fitted on users with clicks."""
+        chain = {"new": ("new",), "few": ("few", "known"), "known": ("known", "few")}[seg]
+        for s in chain:
             if s in self.segments:
                 return np.asarray(self.segments[s].weights, np.float32)
-        return np.asarray([float(s == "dlrm") for s in self.signals], np.float32)
+        default = "popular" if seg == "new" else "dlrm"
+        return np.asarray([float(s == default) for s in self.signals], np.float32)
 
     def score(self, x: np.ndarray, seg: str) -> np.ndarray:
         """(N,) scores of one request's candidates from their (N, F) raw signals."""

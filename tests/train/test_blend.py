@@ -114,7 +114,9 @@ def test_a_blend_round_trips_and_borrows_weights_for_a_segment_it_lacks(tmp_path
     again = Blend.load(tmp_path / "blend.json")
     assert again == b
     np.testing.assert_array_equal(again.weights("few"), again.weights("known"))  # borrowed
-    assert Blend().weights("new")[AT["dlrm"]] == 1.0  # nothing fitted: the DLRM alone
+    # a stranger is never ranked by weights fitted on users with clicks: popularity alone
+    assert again.weights("new")[AT["popular"]] == 1.0 and again.weights("new").sum() == 1.0
+    assert Blend().weights("known")[AT["dlrm"]] == 1.0  # nothing fitted: the DLRM alone
     x = np.zeros((3, F), np.float32)
     x[:, AT["item_item"]] = [0.1, 0.9, 0.5]
     assert again.score(x, "known").argmax() == 1
