@@ -220,9 +220,10 @@ def choose(x: np.ndarray, y: np.ndarray, groups: np.ndarray, relevant: np.ndarra
     recall's denominator: clicks outside the candidates count too).
 
     The blend is fitted on half the users (a logistic regression, then coordinate ascent
-    on the mean of `metrics`) and compared with every single signal on the other half; the
-    better is kept, a blend refitted on all users. None when fewer than `min_users` lists
-    hold a clicked candidate. `names` name `x`'s columns (serving's `SIGNALS` by default)."""
+    on the mean of `metrics`) and compared with every single signal on the other half, and
+    the same with the halves swapped; the better on average is kept, a blend refitted on all
+    users. None when fewer than `min_users` lists hold a clicked candidate. `names` name
+    `x`'s columns (serving's `SIGNALS` by default)."""
     lists = np.unique(groups)
     with_positive = np.unique(groups[y > 0])
     if len(with_positive) < min_users:
@@ -230,21 +231,27 @@ def choose(x: np.ndarray, y: np.ndarray, groups: np.ndarray, relevant: np.ndarra
     z = standardize(x, groups)
     half = np.random.default_rng(seed).random(len(lists)) < 0.5  # per list
     in_a = half[np.searchsorted(lists, groups)]
-    a = Lists(z[in_a], y[in_a], groups[in_a], relevant[half])
-    b = Lists(z[~in_a], y[~in_a], groups[~in_a], relevant[~half])
+    folds = [(Lists(z[in_a], y[in_a], groups[in_a], relevant[half]), in_a),
+             (Lists(z[~in_a], y[~in_a], groups[~in_a], relevant[~half]), ~in_a)]
     singles = {}
     for n, name in enumerate(names):
         if np.ptp(x[:, n]) > 0:  # a signal with something to say in this segment
             w = np.zeros(len(names), np.float32)
             w[n] = 1.0
             singles[name] = w
-    start = max([_logistic(z[in_a], y[in_a]), *singles.values()],
-                key=lambda w: a.score(w, metrics))
-    candidates = {"blend": ascend(a, start, metrics)} | singles
-    held = {name: b.score(w, metrics) for name, w in candidates.items()}
+    # Two folds: fit on one half, score on the other, and the other way round; a choice
+    # made on one held-out half of a few hundred users flips from run to run.
+    held: dict[str, float] = {name: 0.0 for name in ["blend", *singles]}
+    for (fit, rows), (other, _) in zip(folds, folds[::-1], strict=True):
+        start = max([_logistic(z[rows], y[rows]), *singles.values()],
+                    key=lambda w: fit.score(w, metrics))
+        for name, w in ({"blend": ascend(fit, start, metrics)} | singles).items():
+            held[name] += other.score(w, metrics) / 2
     best = max(held, key=lambda name: (held[name], name == "blend"))
-    weights = candidates[best]
     if best == "blend":
         every = Lists(z, y, groups, relevant)
-        weights = ascend(every, weights, metrics)
+        start = max([_logistic(z, y), *singles.values()], key=lambda w: every.score(w, metrics))
+        weights = ascend(every, start, metrics)
+    else:
+        weights = singles[best]
     return SegmentBlend(tuple(float(v) for v in weights), best, held, int(len(lists)))
