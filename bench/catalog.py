@@ -85,7 +85,12 @@ def million_bundle(bundle: Bundle, cfg: CatalogConfig | None = None) -> Million:
     cfg = cfg or CatalogConfig()
     t0 = time.perf_counter()
     items, content, popularity = replicate(bundle, cfg)
-    big = replace(bundle, items=items, item_content=content, popularity=popularity)
+    n_new = len(items) - len(bundle.items)
+    demographic = (None if bundle.demographic is None else np.concatenate(
+        [bundle.demographic, np.zeros((n_new, *bundle.demographic.shape[1:]), np.float32)]))
+    big = replace(bundle, items=items, item_content=content, popularity=popularity,
+                  demographic=demographic,
+                  item_item=None if bundle.item_item is None else bundle.item_item.grown(n_new))
     key = f"{bundle.version}-{cfg.n_items}-{cfg.noise}-{cfg.seed}"
     folder = CACHE / key
     folder.mkdir(parents=True, exist_ok=True)

@@ -117,14 +117,14 @@ class ItemItem:
 
     def grown(self, n_new: int) -> ItemItem:
         """The same weights over a catalog with `n_new` more items, which have none yet: a
-        new item is found by content (Two-Tower) until interactions reach a refit."""
+        new item is found by content (Two-Tower) until interactions reach a refit. Sparse,
+        so that a catalog grown far past the one the weights were fitted on costs only the
+        weights it has."""
         n = self.n_items + n_new
-        if isinstance(self.weights, np.ndarray):
-            w: np.ndarray | sp.csr_matrix = np.pad(self.weights, ((0, n_new), (0, n_new)))
-        else:
-            w = self.weights.copy()
-            w.resize((n, n))
-        return ItemItem(w, self.kind, self.l2)
+        w = sp.csr_matrix(self.weights) if isinstance(self.weights, np.ndarray) \
+            else self.weights.copy()
+        w.resize((n, n))
+        return ItemItem(w.tocsr(), self.kind, self.l2)
 
     def score_matrix(self, x: sp.csr_matrix) -> np.ndarray:
         """(U, I) float32 scores of many users at once from their (U, I) binary histories."""
