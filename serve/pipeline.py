@@ -80,7 +80,8 @@ class Ranked:
     user: User
     cands: Candidates
     signals: np.ndarray  # (N, F) in train/blend.py SIGNALS order
-    scores: np.ndarray  # (N,) blended, in (0, 1)
+    logits: np.ndarray  # (N,) the blend's scores
+    scores: np.ndarray  # (N,) the same through a sigmoid, in (0, 1): what the answer shows
 
 
 @dataclass(frozen=True)
@@ -136,7 +137,8 @@ class Pipeline:
         clock = _Clock(self.seconds)
         r = await self._ranked(live, req, rank, degraded, clock)  # 1-6
         chosen = choose(r.scores, req.k, req.diversity, cfg.temperature, self.rng,  # 7
-                        reserved=r.cands.has(INTERESTS), reserve_share=cfg.interest_share)
+                        reserved=r.cands.has(INTERESTS), reserve_share=cfg.interest_share,
+                        log_weights=r.logits)
         clock.tick("sampling")
         sources = r.cands.keep(chosen).source_names()  # 8
         out = {
@@ -178,9 +180,10 @@ class Pipeline:
         clock.tick("item_features")
         p_click = await rank(state, x)  # 6
         signals = ranking.signals(state, stores.popularity, user, ctx, cands, sig, p_click)
-        scores = ranking.blended(state, user, signals)
+        logits = ranking.blended(state, user, signals)
         clock.tick("ranking")
-        return Ranked(ctx=ctx, user=user, cands=cands, signals=signals, scores=scores)
+        return Ranked(ctx=ctx, user=user, cands=cands, signals=signals, logits=logits,
+                      scores=1.0 / (1.0 + np.exp(-logits)))
 
     def _unseen(self, seen: SeenFilter, user_id: str | None, state: ServingState,
                 cands: Candidates, degraded: list[str]) -> tuple[Candidates, np.ndarray | None]:

@@ -80,6 +80,6 @@ def signals(state: ServingState, popularity: Popularity, user: User, ctx: Contex
 
 
 def blended(state: ServingState, user: User, x: np.ndarray) -> np.ndarray:
-    """(N,) the answer's scores in (0, 1): the blend of the signals in the user's segment,
-    through a sigmoid (diversity sampling weighs by score)."""
-    return 1.0 / (1.0 + np.exp(-state.blend.score(x, user.segment)))
+    """(N,) the blend of the signals in the user's segment: a logit, which the answer shows
+    through a sigmoid and diversity sampling weighs by directly."""
+    return state.blend.score(x, user.segment)

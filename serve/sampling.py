@@ -5,7 +5,10 @@ reserved candidates (a cold user's LLM-interest items, which the DLRM knows litt
 `diversity` d > 0 draws k without replacement with probability proportional to
 score ** (1 / (d * temperature)) — Gumbel top-k, the Efraimidis-Spirakis sampler: add Gumbel
 noise to the log-weights and take the top k. A small d stays near the top-k; d * temperature
-= 1 samples in proportion to click probability. The chosen items are answered in score order.
+= 1 samples in proportion to click probability. The serving path samples on the blend's own
+scale (`log_weights`: its logit), not on the sigmoid it answers with, which saturates near 1
+for every good candidate and would make any d > 0 close to uniform. The chosen items are
+answered in score order.
 """
 
 from __future__ import annotations
@@ -31,11 +34,12 @@ def top_k(scores: np.ndarray, k: int, reserved: np.ndarray | None = None,
 
 
 def sample(scores: np.ndarray, k: int, diversity: float, temperature: float,
-           rng: np.random.Generator) -> np.ndarray:
-    """k positions drawn without replacement, weight score ** (1 / (diversity * temperature)),
-    answered best score first."""
+           rng: np.random.Generator, log_weights: np.ndarray | None = None) -> np.ndarray:
+    """k positions drawn without replacement, weight score ** (1 / (diversity * temperature))
+    (or exp(log_weights / (diversity * temperature)) when given), answered best score first."""
     tau = diversity * temperature
-    keys = np.log(np.maximum(scores, 1e-12)) / tau + rng.gumbel(size=len(scores))
+    logw = np.log(np.maximum(scores, 1e-12)) if log_weights is None else log_weights
+    keys = logw / tau + rng.gumbel(size=len(scores))
     k = min(k, len(scores))
     chosen = np.argpartition(-keys, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
     return chosen[np.argsort(-scores[chosen], kind="stable")]
@@ -43,7 +47,7 @@ def sample(scores: np.ndarray, k: int, diversity: float, temperature: float,
 
 def choose(scores: np.ndarray, k: int, diversity: float, temperature: float,
            rng: np.random.Generator, reserved: np.ndarray | None = None,
-           reserve_share: float = 0.0) -> np.ndarray:
+           reserve_share: float = 0.0, log_weights: np.ndarray | None = None) -> np.ndarray:
     if diversity <= 0:
         return top_k(scores, k, reserved, reserve_share)
-    return sample(scores, k, diversity, temperature, rng)
+    return sample(scores, k, diversity, temperature, rng, log_weights)

@@ -40,6 +40,20 @@ def test_the_first_draw_follows_score_to_the_power_one_over_tau() -> None:
         assert len(set(got.tolist())) == 2 and scores[got[0]] >= scores[got[1]]
 
 
+def test_sampling_on_logits_weighs_by_their_exponent() -> None:
+    """Saturated scores (0.999, 0.998, 0.99: the sigmoid of logits 6.9, 6.2, 4.6) would be
+    drawn almost uniformly; on the logits themselves, with d * temperature = 1, the first
+    pick is item 0 with probability e^6.9 / (e^6.9 + e^6.2 + e^4.6) = 0.62."""
+    logits = np.array([6.9, 6.2, 4.6])
+    scores = 1 / (1 + np.exp(-logits))
+    rng = np.random.default_rng(1)
+    first = [int(sample(scores, 1, 1.0, 1.0, rng, log_weights=logits)[0]) for _ in range(20_000)]
+    want = np.exp(6.9) / np.exp(logits).sum()
+    assert np.mean(np.array(first) == 0) == pytest.approx(want, abs=0.015)
+    flat = [int(sample(scores, 1, 1.0, 1.0, rng)[0]) for _ in range(20_000)]
+    assert np.mean(np.array(flat) == 0) < 0.34  # on the scores: near a third each
+
+
 def test_diversity_zero_is_top_k_and_more_diversity_draws_further_down() -> None:
     rng = np.random.default_rng(1)
     scores = np.linspace(0.9, 0.1, 100)
