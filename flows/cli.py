@@ -28,6 +28,8 @@ COMMANDS: dict[str, str] = {
     "experiment": "compare LLM x encoder pairs on cold users: quality, spread, overlap, "
                   "latency, cost; HTML report with charts",
     "serve": "run the Ray Serve app",
+    "promote": "switch the served model version: the running app (--url) or LATEST",
+    "rollback": "serve the version that served before the current one",
     "demo": "generate -> train -> evaluate -> expand -> serve -> a few requests",
 }
 

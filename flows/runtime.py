@@ -35,6 +35,14 @@ class RayConfig:
     # generation in a Ray Data actor ran 15-23% slower than the same call in the driver at 15,
     # and as fast at 0 (bench.expand). Local Ray only; a cluster keeps its own setting.
     worker_niceness: int = 0
+    # Serve's HAProxy stats page and metrics exporter (fast mode): 0 picks a free port, so
+    # that two apps (a test run, a demo, a served app) share one machine; they listen on all
+    # interfaces (Ray's HAProxy template), so give them firewalled ports in production.
+    haproxy_stats_port: int = 0
+    haproxy_metrics_port: int = 0
+    # The port of Ray's Prometheus metrics endpoint on this node (0: Ray picks one), where
+    # the app's metrics (serve/metrics.py) are scraped.
+    metrics_export_port: int = 0
 
 
 def free_port() -> int:
@@ -59,9 +67,14 @@ def start_ray(cfg: RayConfig | None = None) -> Iterator[None]:
         os.environ.update(SERVE_FAST_ENV)
         # HAProxy's stats and metrics ports default to 8404 and 9101: a second Serve on the
         # machine (another session, a test run beside `warmstart serve`) would find them
-        # taken and its proxy would exit at start. Free ports, unless set by the user.
-        for name in ("RAY_SERVE_HAPROXY_STATS_PORT", "RAY_SERVE_HAPROXY_METRICS_PORT"):
-            os.environ.setdefault(name, str(free_port()))
+        # taken and its proxy would exit at start. The configured ports, else free ones
+        # (unless the environment already names them).
+        for name, port in (("RAY_SERVE_HAPROXY_STATS_PORT", cfg.haproxy_stats_port),
+                           ("RAY_SERVE_HAPROXY_METRICS_PORT", cfg.haproxy_metrics_port)):
+            if port:
+                os.environ[name] = str(port)
+            else:
+                os.environ.setdefault(name, str(free_port()))
     os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "0")
     # Ray Train's V2 API is the default in 2.60; keep logs quiet enough to read progress.
     # The dashboard process also serves the State API that Ray Train's controller polls.
@@ -73,7 +86,9 @@ def start_ray(cfg: RayConfig | None = None) -> Iterator[None]:
         os.environ["RAY_worker_niceness"] = str(cfg.worker_niceness)  # read by the raylet
         ncpu = cfg.num_cpus or 2 * (os.cpu_count() or 1)
         temp = cfg.temp_dir or tempfile.mkdtemp(prefix="warmstart-ray-")
-        ray.init(num_cpus=ncpu, _temp_dir=temp, **kwargs)
+        metrics = {"_metrics_export_port": cfg.metrics_export_port} \
+            if cfg.metrics_export_port else {}
+        ray.init(num_cpus=ncpu, _temp_dir=temp, **metrics, **kwargs)
     # Ray Data logs a progress table every few seconds at INFO; the flows print their own.
     logging.getLogger("ray.data").setLevel(logging.WARNING)
     try:

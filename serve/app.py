@@ -1,39 +1,54 @@
 """The HTTP surface: one Ray Serve ingress deployment with the whole path in-process
 (serve/pipeline.py), and the same routes as a plain FastAPI app for uvicorn.
 
-    POST /recommend   {user_id?, device?, timestamp?, k?, diversity?} -> items, scores,
-                      sources, model version, degraded stages, warnings
-    POST /events      {user_id, item_id, event, device?, timestamp?} -> the event's effects
-    GET  /healthz     model version, catalog size, stores in use, degraded-stage counts
-    GET  /docs        OpenAPI docs (FastAPI)
+    POST /recommend       {user_id?, device?, timestamp?, k?, diversity?} -> items, scores,
+                          sources, model version, degraded stages, warnings
+    POST /events          {user_id, item_id, event, device?, timestamp?} -> the event's effects
+    GET  /healthz         model version, catalog size, stores in use, degraded-stage counts
+    POST /admin/promote   {version} -> every replica switched to that version (bearer token)
+    POST /admin/rollback  -> back to the version served before the current one (bearer token)
+    GET  /docs            OpenAPI docs (FastAPI)
 
 A malformed request is answered 422 naming the field; an event for an item the catalog lacks
 404; an event the log could not take 503 (nothing was acknowledged: retry). A store that is
 down degrades the answer and is named in `degraded`; it never turns into a 5xx.
+
+The app is built by `build` from a Serve config (serve/deploy.py): the version to serve is
+in the deployment's `user_config`, and `reconfigure()` switches to another one in place.
 """
 
 # No `from __future__ import annotations`: FastAPI reads the route signatures' types at
 # runtime, and Serve's class-based routes cannot resolve them from strings.
 import asyncio
 import datetime as dt
-import json
+import hmac
 import logging
-from dataclasses import asdict, replace
+import os
+import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from fastapi import FastAPI, HTTPException
+from fastapi import FastAPI, Header, HTTPException
 from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 
-from serve import ranking
-from serve.config import HTTPConfig, ReplicaConfig, ServeConfig, StoresConfig
+from serve import deploy, promotion, ranking
+from serve.config import (
+    ADMIN_TOKEN_ENV,
+    AdminConfig,
+    HTTPConfig,
+    ReplicaConfig,
+    ServeConfig,
+    StoresConfig,
+)
+from serve.metrics import ServeMetrics
 from serve.online import ONLINE_FOLDER, open_online
 from serve.pipeline import Pipeline, Request, open_stores
 from serve.state import ServingState, load_state
 from serve.stores import StoreUnavailable
-from train.artifacts import Bundle, load_bundle
+from train.artifacts import Bundle, load_bundle, resolve
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +110,19 @@ class Unavailable(BaseModel):  # the body of a 404 or 503
     detail: str
 
 
+class PromoteRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    version: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._-]+$",
+                         description="a published version's folder name under the artifacts")
+
+
+class PromotionResponse(BaseModel):
+    version: str = Field(description="the version every replica now serves")
+    previous: str
+    seconds: float = Field(description="from the request to this replica serving it")
+
+
 EVENT_ERRORS: dict[int | str, dict[str, Any]] = {
     404: {"model": Unavailable, "description": "the item is not in the served catalog: "
           "nothing was recorded"},
@@ -143,22 +171,86 @@ def start_pipeline(artifacts: str | Path, cfg: ServeConfig, stores: StoresConfig
 app = FastAPI(title="warmstart", description=DESCRIPTION)
 EVENTS_FILE = "events.jsonl"  # the local event log, beside the versions, unless configured
 batch: Any = serve.batch  # its typing does not describe a method with several arguments
+ADMIN_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": Unavailable, "description": "no or wrong bearer token"},
+    404: {"model": Unavailable, "description": "admin routes are off: no token configured"},
+    409: {"model": Unavailable, "description": "the version cannot serve (the reason); the "
+          "old one keeps serving"}}
 
 
-@serve.deployment  # replicas, CPUs and concurrency from ReplicaConfig in build_app
+def prepare_stores(bundle: Bundle, stores: StoresConfig) -> StoresConfig:
+    """Before any replica starts: file paths made absolute (replicas run elsewhere), and the
+    version materialized into the Feast online store when that store lacks it."""
+    root = stores.online.path or bundle.path.parent / ONLINE_FOLDER
+    online = replace(stores.online, path=Path(root).resolve())
+    log_file = stores.events.path or bundle.path.parent / EVENTS_FILE
+    events = replace(stores.events, path=Path(log_file).resolve())
+    if online.backend == "feast":
+        open_online(replace(online, materialize=True), bundle)  # materializes when needed
+    return replace(stores, online=online, events=events)
+
+
+def open_version(root: Path, version: str | None, stores: StoresConfig,
+                 keep: Any = None) -> tuple[ServingState, Any]:
+    """The serving state of `version` (None: LATEST) and its stores (`keep`: the stores of
+    the version it replaces, see `open_stores`)."""
+    state = load_state(root / version if version else root)
+    return state, open_stores(state, stores, keep)
+
+
+# Serve serializes the class where the decorator runs: everything its methods call must be
+# defined above it.
+@serve.deployment  # replicas, CPUs, autoscaling and user_config from the Serve config
 @serve.ingress(app)
 class Ingress:
-    def __init__(self, artifacts: str, stores: dict[str, Any]) -> None:
+    def __init__(self, artifacts: str, stores: dict[str, Any], admin: dict[str, Any]) -> None:
+        self.root = Path(artifacts)
         self.stores = StoresConfig.from_dict(stores)
-        self.pipeline = start_pipeline(artifacts, ServeConfig(), self.stores)
+        self.admin_token = AdminConfig(**admin).token or os.environ.get(ADMIN_TOKEN_ENV)
+        self.pipeline: Pipeline | None = None  # the first reconfigure() loads its version
+        self.refused: dict[str, str] | None = None  # the last version that failed to load
         self._refresh: asyncio.Task[None] | None = None  # started by the first request
-        log.info("serving version %s", self.pipeline.live.state.version)
 
-    def reconfigure(self, user_config: dict[str, Any]) -> None:
-        cfg = ServeConfig(**user_config)
-        self.pipeline.cfg = cfg
+    async def reconfigure(self, user_config: dict[str, Any]) -> None:
+        """The user_config of the Serve config: ServeConfig and the version to serve. A new
+        version is loaded beside the old one and swapped in with one assignment; one that
+        fails to load is logged and refused, and the old one keeps serving."""
+        import torch
+
+        cfg, version = deploy.split_user_config(user_config)
+        torch.set_num_threads(cfg.torch_threads)
+        if self.pipeline is None:  # starting: a version that does not load fails the start
+            state, stores = await asyncio.to_thread(open_version, self.root, version,
+                                                    self.stores)
+            self.pipeline = Pipeline(state, stores, cfg, metrics=ServeMetrics())
+            log.info("serving version %s", state.version)
+        else:
+            self.pipeline.cfg = cfg
+            if version and version != self.pipeline.live.state.version:
+                await self._switch(version)
         self._score.set_max_batch_size(cfg.max_batch_size)
         self._score.set_batch_wait_timeout_s(cfg.batch_wait_s)
+
+    async def _switch(self, version: str) -> None:
+        assert self.pipeline is not None
+        old = self.pipeline.live
+        try:
+            state, stores = await asyncio.to_thread(open_version, self.root, version,
+                                                    self.stores, old.stores)
+        except Exception as e:  # any failure: the replica keeps serving what it served
+            log.error("version %s refused, still serving %s: %s", version, old.state.version,
+                      e)
+            self.refused = {"version": version, "reason": str(e)}
+            return
+        self.pipeline.swap(state, stores)
+        self.refused = None
+        log.info("switched from version %s to %s", old.state.version, version)
+
+    @property
+    def live(self) -> Pipeline:
+        if self.pipeline is None:
+            raise HTTPException(503, detail="the replica is still loading its version")
+        return self.pipeline
 
     @batch(max_batch_size=ServeConfig.max_batch_size,
                  batch_wait_timeout_s=ServeConfig.batch_wait_s)
@@ -175,7 +267,7 @@ class Ingress:
     async def _refresh_popularity(self) -> None:
         """Other replicas' events into this replica's popularity, every `refresh_s`."""
         while True:
-            pop = self.pipeline.live.stores.popularity
+            pop = self.live.live.stores.popularity
             await asyncio.sleep(self.stores.popularity.refresh_s)
             try:
                 pop.refresh()
@@ -186,15 +278,70 @@ class Ingress:
     async def recommend(self, body: RecommendRequest) -> dict[str, Any]:
         if self._refresh is None and self.stores.popularity.backend != "memory":
             self._refresh = asyncio.create_task(self._refresh_popularity())
-        return await self.pipeline.recommend(to_request(body), rank=self._score)
+        return await self.live.recommend(to_request(body), rank=self._score)
 
     @app.post("/events", response_model=EventResponse, responses=EVENT_ERRORS)
     def events(self, body: EventRequest) -> dict[str, Any]:
-        return handle_event(self.pipeline, body)
+        return handle_event(self.live, body)
 
     @app.get("/healthz")
     def healthz(self) -> dict[str, Any]:
-        return health(self.pipeline)
+        return health(self.live) | ({"refused": self.refused} if self.refused else {})
+
+    def _authorize(self, authorization: str | None) -> None:
+        if not self.admin_token:
+            raise HTTPException(404, detail="Not Found")  # off: as if the route did not exist
+        given = (authorization or "").removeprefix("Bearer ").strip()
+        if not hmac.compare_digest(given.encode(), self.admin_token.encode()):
+            raise HTTPException(401, detail="unauthorized")
+
+    @app.post("/admin/promote", response_model=PromotionResponse, responses=ADMIN_ERRORS)
+    async def promote(self, body: PromoteRequest,
+                      authorization: str | None = Header(None)) -> dict[str, Any]:
+        self._authorize(authorization)
+        return await self._promote(body.version)
+
+    @app.post("/admin/rollback", response_model=PromotionResponse, responses=ADMIN_ERRORS)
+    async def rollback(self, authorization: str | None = Header(None)) -> dict[str, Any]:
+        self._authorize(authorization)
+        current = self.live.live.state.version
+        try:
+            version = promotion.previous(self.root, current)
+        except promotion.PromotionError as e:
+            raise HTTPException(409, detail=str(e)) from None
+        return await self._promote(version)
+
+    async def _promote(self, version: str, timeout_s: float = 300.0) -> dict[str, Any]:
+        """Verify, materialize the online store, record, then switch every replica through
+        the app's own Serve config; answers once this replica serves the version."""
+        t0 = time.perf_counter()
+        current = self.live.live.state.version
+        try:
+            bundle = await asyncio.to_thread(promotion.check, self.root, version)
+        except promotion.PromotionError as e:
+            raise HTTPException(409, detail=str(e)) from None
+        await asyncio.to_thread(prepare_stores, bundle, self.stores)
+        promotion.record(self.root, version, current)
+        await asyncio.to_thread(deploy.set_version, version)
+        while self.live.live.state.version != version:
+            if self.refused and self.refused["version"] == version:
+                raise HTTPException(409, detail=self.refused["reason"])
+            if time.perf_counter() - t0 > timeout_s:
+                raise HTTPException(504, detail=f"version {version} not served after "
+                                    f"{timeout_s:.0f} s; see the replicas' logs")
+            await asyncio.sleep(0.05)
+        return {"version": version, "previous": current,
+                "seconds": time.perf_counter() - t0}
+
+
+def build(args: dict[str, Any]) -> serve.Application:
+    """The application of a Serve config (`import_path: serve.app:build`, `args` as in
+    serve/deploy.py `AppSpec`). The artifact root must hold a version already: a clear error
+    at deploy time rather than in every replica."""
+    spec = deploy.AppSpec(**args)
+    resolve(Path(spec.artifacts))
+    deployment: Any = Ingress  # `@serve.deployment` made it a Deployment; mypy sees the class
+    return deployment.bind(spec.artifacts, spec.stores, spec.admin)
 
 
 def plain_app(pipeline: Pipeline) -> FastAPI:
@@ -216,46 +363,28 @@ def plain_app(pipeline: Pipeline) -> FastAPI:
     return api
 
 
-def prepare_stores(bundle: Bundle, stores: StoresConfig) -> StoresConfig:
-    """Before any replica starts: file paths made absolute (replicas run elsewhere), and the
-    version materialized into the Feast online store when that store lacks it."""
-    root = stores.online.path or bundle.path.parent / ONLINE_FOLDER
-    online = replace(stores.online, path=Path(root).resolve())
-    log_file = stores.events.path or bundle.path.parent / EVENTS_FILE
-    events = replace(stores.events, path=Path(log_file).resolve())
-    if online.backend == "feast":
-        open_online(replace(online, materialize=True), bundle)  # materializes when needed
-    return replace(stores, online=online, events=events)
-
-
-def build_app(artifacts: Path, cfg: ServeConfig | None = None,
-              stores: StoresConfig | None = None,
-              replicas: ReplicaConfig | None = None) -> serve.Application:
-    """The bound application; the artifact folder is verified, and the stores prepared,
-    before anything is deployed."""
-    bundle = load_bundle(artifacts)  # fail here, with the clear error, not inside a replica
-    user_config = asdict(cfg or ServeConfig())
+def app_config(artifacts: Path, cfg: ServeConfig | None = None,
+               stores: StoresConfig | None = None, replicas: ReplicaConfig | None = None,
+               http: HTTPConfig | None = None, admin: AdminConfig | None = None
+               ) -> dict[str, Any]:
+    """The Serve config for `artifacts` (a root, or a version folder: then its root with that
+    version), after the version is verified and the stores prepared in this process."""
+    folder = resolve(artifacts)
+    bundle = load_bundle(folder)  # fail here, with the clear error, not inside a replica
     stores = prepare_stores(bundle, stores or StoresConfig())
-    stores_dict = json.loads(json.dumps(asdict(stores), default=str))
-    # `@serve.deployment` turned the class into a Deployment; mypy still sees the class.
-    deployment: Any = Ingress
     r = replicas or ReplicaConfig()
-    if r.replicas > 1 and "memory" in (stores.seen.backend, stores.popularity.backend):
-        log.warning("%d replicas with in-process seen filters or popularity: each replica "
-                    "sees only the events it took; put the stores on Redis/Valkey (--redis)",
-                    r.replicas)
-    return deployment.options(
-        user_config=user_config, num_replicas=r.replicas,
-        ray_actor_options={"num_cpus": r.num_cpus},
-        max_ongoing_requests=r.max_ongoing_requests,
-    ).bind(str(artifacts.resolve()), stores_dict)
+    if (r.replicas > 1 or r.autoscaling) and "memory" in (stores.seen.backend,
+                                                           stores.popularity.backend):
+        log.warning("several replicas with in-process seen filters or popularity: each "
+                    "replica sees only the events it took; put the stores on Redis/Valkey "
+                    "(--redis)")
+    return deploy.serve_config(folder.parent.resolve(), stores, cfg=cfg, replicas=r,
+                               http=http, admin=admin, version=bundle.version)
 
 
 def run_app(artifacts: Path, http: HTTPConfig | None = None, cfg: ServeConfig | None = None,
-            stores: StoresConfig | None = None, replicas: ReplicaConfig | None = None) -> str:
-    """Deploy on the running Ray; returns the base URL."""
-    http = http or HTTPConfig()
-    application = build_app(artifacts, cfg, stores, replicas)
-    serve.start(http_options={"host": http.host, "port": http.port})
-    serve.run(application, name="warmstart", route_prefix="/", blocking=False)
-    return f"http://{http.host}:{http.port}"
+            stores: StoresConfig | None = None, replicas: ReplicaConfig | None = None,
+            admin: AdminConfig | None = None) -> str:
+    """Deploy on the running Ray, as `serve deploy` would deploy the same config; returns
+    the base URL."""
+    return deploy.deploy(app_config(artifacts, cfg, stores, replicas, http, admin))

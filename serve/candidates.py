@@ -51,6 +51,10 @@ class Candidates:
         """(N,) bool: rows that `source` found."""
         return (self.source & source) != 0
 
+    def counts(self) -> dict[str, int]:
+        """How many candidates each source found (a candidate found by two counts twice)."""
+        return {name: int(self.has(bit).sum()) for bit, name in SOURCES.items()}
+
     def source_names(self) -> list[str]:
         """Per row, its sources joined with '+', in SOURCES order."""
         names: dict[int, str] = {}

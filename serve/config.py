@@ -91,14 +91,40 @@ class StoresConfig:
 
 
 @dataclass(frozen=True)
+class AutoscalingSettings:
+    """Ray Serve's autoscaling_config for the ingress: replicas follow the requests in flight
+    per replica. The delays keep a short burst from starting a replica that takes seconds to
+    load a version, and a lull from stopping one that is about to be needed again."""
+
+    min_replicas: int = 1
+    max_replicas: int = 2  # 2 cores: two 0.5-CPU replicas already saturate them
+    initial_replicas: int | None = None
+    target_ongoing_requests: float = 32.0  # per replica
+    upscale_delay_s: float = 10.0
+    downscale_delay_s: float = 60.0
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.min_replicas <= self.max_replicas or self.max_replicas < 1:
+            raise ValueError(f"need 0 <= min_replicas <= max_replicas and max_replicas >= 1, "
+                             f"got {self.min_replicas} and {self.max_replicas}")
+        if self.target_ongoing_requests <= 0 or min(self.upscale_delay_s,
+                                                    self.downscale_delay_s) < 0:
+            raise ValueError("target_ongoing_requests must be > 0 and the delays >= 0")
+
+
+@dataclass(frozen=True)
 class ReplicaConfig:
-    """How many ingress replicas, and what each holds: fixed at deploy time (a change
-    redeploys), unlike ServeConfig. Fractional CPUs: Ray's default of one CPU per replica
-    deadlocks a 2-core machine (docs/ARCHITECTURE.md, "Ray on two cores")."""
+    """How many ingress replicas, and what each holds: part of the Serve config (a change of
+    these is a redeploy), unlike ServeConfig. Fractional CPUs: Ray's default of one CPU per
+    replica deadlocks a 2-core machine (docs/ARCHITECTURE.md, "Ray on two cores").
+    `autoscaling` set: replicas between its bounds instead of a fixed `replicas`."""
 
     replicas: int = 1
     num_cpus: float = 0.5
     max_ongoing_requests: int = 100  # the default of 5 collapses throughput under concurrency
+    # None: `replicas` fixed. Embedded stores (in-process filters and popularity) belong to
+    # one replica, so `warmstart serve` autoscales only with its stores on Redis/Valkey.
+    autoscaling: AutoscalingSettings | None = None
 
     def __post_init__(self) -> None:
         if self.replicas < 1 or self.num_cpus <= 0 or self.max_ongoing_requests < 1:
@@ -109,5 +135,25 @@ class ReplicaConfig:
 
 @dataclass(frozen=True)
 class HTTPConfig:
+    """Where the app listens. Loopback by default: `--host 0.0.0.0` opens it to the network.
+    Serve's high-throughput mode also runs HAProxy's stats page and metrics exporter, on all
+    interfaces at fixed ports (8404, 9101) unless told otherwise: here each is a free port
+    chosen at start (0) or the port given, so two apps share one machine."""
+
     host: str = "127.0.0.1"
     port: int = 8000
+    haproxy_stats_port: int = 0
+    haproxy_metrics_port: int = 0
+
+
+# The environment variable an admin token may come from instead of the config.
+ADMIN_TOKEN_ENV = "WARMSTART_ADMIN_TOKEN"
+
+
+@dataclass(frozen=True)
+class AdminConfig:
+    """The admin routes (`POST /admin/promote`, `/admin/rollback`): on only with a token,
+    from here or from the replica's environment (`WARMSTART_ADMIN_TOKEN`); a request without
+    the right `Authorization: Bearer <token>` is a 401 that says nothing more."""
+
+    token: str | None = None

@@ -37,6 +37,7 @@ from serve.config import ServeConfig, StoresConfig
 from serve.context import Context, request_context
 from serve.event_log import Event, EventKind, open_log
 from serve.events import EventSink
+from serve.metrics import Metrics, NoMetrics
 from serve.online import OnlineFeatures, open_online
 from serve.popularity import Popularity, PopularityConfig, open_popularity
 from serve.recent import NoRecent, RecentItems, open_recent
@@ -82,6 +83,8 @@ class Ranked:
     signals: np.ndarray  # (N, F) in train/blend.py SIGNALS order
     logits: np.ndarray  # (N,) the blend's scores
     scores: np.ndarray  # (N,) the same through a sigmoid, in (0, 1): what the answer shows
+    found: dict[str, int]  # candidates each source found, before the seen filter
+    dropped: int  # candidates the seen filter dropped
 
 
 @dataclass(frozen=True)
@@ -90,13 +93,18 @@ class Live:
     stores: Stores
 
 
-def open_stores(state: ServingState, cfg: StoresConfig) -> Stores:
+def open_stores(state: ServingState, cfg: StoresConfig, keep: Stores | None = None) -> Stores:
+    """The stores for serving `state`. With `keep` (the stores of the version being
+    replaced), what does not depend on the version carries over: the seen filters, the
+    recent items and the event log; the online store and popularity are the new
+    version's."""
     online = open_online(cfg.online, state.bundle)
-    seen = open_seen(cfg.seen)
+    seen = keep.seen if keep is not None else open_seen(cfg.seen)
     popularity = open_popularity(cfg.popularity, state.popularity, state.item_category,
                                  state.version)
-    recent = open_recent(cfg.recent)
-    events = EventSink(log=open_log(cfg.events), seen=seen, online=online,
+    recent = keep.recent if keep is not None else open_recent(cfg.recent)
+    old_log = keep.events.log if keep is not None and keep.events is not None else None
+    events = EventSink(log=old_log or open_log(cfg.events), seen=seen, online=online,
                        popularity=popularity, item_pos=state.item_pos,
                        item_category=state.item_category, activity=cfg.activity,
                        n_categories=state.n_categories, recent=recent)
@@ -119,16 +127,20 @@ async def rank_now(state: ServingState, x: dict[str, np.ndarray]) -> np.ndarray:
 
 class Pipeline:
     def __init__(self, state: ServingState, stores: Stores, cfg: ServeConfig | None = None,
-                 seed: int | None = None) -> None:
+                 seed: int | None = None, metrics: Metrics | None = None) -> None:
         self.live = Live(state, stores)
         self.cfg = cfg or ServeConfig()
         self.rng = np.random.default_rng(seed)
         self.degraded: Counter[str] = Counter()  # requests answered with a stage degraded
         self.seconds: dict[str, float] = defaultdict(float)  # per stage, over all requests
         self.requests = 0
+        self.metrics: Metrics = metrics or NoMetrics()
+        self.metrics.version(state.version, None)
 
     def swap(self, state: ServingState, stores: Stores) -> None:
+        previous = self.live.state.version
         self.live = Live(state, stores)
+        self.metrics.version(state.version, previous)
 
     async def recommend(self, req: Request, rank: Rank = rank_now) -> dict[str, Any]:
         live = self.live  # one version for the whole request
@@ -154,6 +166,7 @@ class Pipeline:
         clock.tick("response")
         self.requests += 1
         self.degraded.update(degraded)
+        self.metrics.request(r.user.segment, clock.spent, r.found, r.dropped, degraded)
         return out
 
     async def ranked(self, req: Request, rank: Rank = rank_now) -> Ranked:
@@ -170,8 +183,10 @@ class Pipeline:
         user = user_features(state, stores.online, req.user_id, degraded, stores.recent)  # 2
         clock.tick("user_features")
         cands, sig = retrieve(state, stores.popularity, user, ctx, cfg)  # 3
+        found = cands.counts()
         clock.tick("retrieval")
         cands, dropped = self._unseen(stores.seen, req.user_id, state, cands, degraded)  # 4
+        n_dropped = 0 if dropped is None else len(dropped)
         if state.blend.exclude_history and len(user.items):
             dropped = user.items if dropped is None else np.union1d(dropped, user.items)
         cands = fill(cands, stores.popularity, ctx, req.k, exclude=dropped)
@@ -183,7 +198,7 @@ class Pipeline:
         logits = ranking.blended(state, user, signals)
         clock.tick("ranking")
         return Ranked(ctx=ctx, user=user, cands=cands, signals=signals, logits=logits,
-                      scores=1.0 / (1.0 + np.exp(-logits)))
+                      scores=1.0 / (1.0 + np.exp(-logits)), found=found, dropped=n_dropped)
 
     def _unseen(self, seen: SeenFilter, user_id: str | None, state: ServingState,
                 cands: Candidates, degraded: list[str]) -> tuple[Candidates, np.ndarray | None]:
@@ -212,6 +227,7 @@ class Pipeline:
                    ts=ts.replace(tzinfo=None))
         out = live.stores.events.handle(ev, ctx.device_index, ctx.hour)
         self.degraded.update(out.get("degraded", []))
+        self.metrics.event(event, out.get("degraded", []))
         return out | {"warnings": warnings + ([ctx.warning] if ctx.warning else [])}
 
     def stage_ms(self) -> dict[str, float]:
@@ -238,13 +254,16 @@ def event_time(timestamp: dt.datetime | None, now: dt.datetime,
 
 
 class _Clock:
-    """Adds the time since the previous tick to `totals[stage]`."""
+    """Adds the time since the previous tick to `totals[stage]`, and keeps this request's
+    own (`spent`)."""
 
     def __init__(self, totals: dict[str, float]) -> None:
         self.totals = totals
+        self.spent: dict[str, float] = {}
         self.t = time.perf_counter()
 
     def tick(self, stage: str) -> None:
         now = time.perf_counter()
         self.totals[stage] += now - self.t
+        self.spent[stage] = self.spent.get(stage, 0.0) + now - self.t
         self.t = now

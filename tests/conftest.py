@@ -12,13 +12,22 @@ import pytest
 from tests.helpers import write_tiny_clip, write_tiny_t5
 from train.encoders import EncoderConfig, TextEncoder, load_encoder
 
+METRICS_PORT: list[int] = []  # the session Ray's Prometheus port, once it has started
+
 
 @pytest.fixture(scope="session")
 def ray_session() -> Iterator[None]:
-    from flows.runtime import RayConfig, start_ray
+    from flows.runtime import RayConfig, free_port, start_ray
 
-    with start_ray(RayConfig(num_cpus=4)):
+    METRICS_PORT.append(free_port())
+    with start_ray(RayConfig(num_cpus=4, metrics_export_port=METRICS_PORT[0])):
         yield
+
+
+@pytest.fixture(scope="session")
+def metrics_port(ray_session: None) -> int:
+    """Where the session Ray exports its metrics (the app's among them) for Prometheus."""
+    return METRICS_PORT[0]
 
 
 @pytest.fixture(scope="session")

@@ -115,13 +115,13 @@ def test_a_click_is_hidden_and_reflected_in_the_next_answer(server: str,
 
 
 def test_serving_refuses_a_damaged_version(tiny_artifacts: Path, tmp_path: Path) -> None:
-    from serve.app import build_app
+    from serve.app import app_config
 
     copy = tmp_path / "v"
     shutil.copytree(tiny_artifacts, copy)
     (copy / "index.faiss").write_bytes(b"garbage")
     with pytest.raises(ArtifactError, match="index.faiss does not match its checksum"):
-        build_app(copy)
+        app_config(copy)
 
 
 def test_the_request_schema_takes_k_from_serve_config() -> None:
