@@ -35,6 +35,7 @@ class DemoConfig:
     port: int = HTTPConfig.port
     seed: int = 0
     expand_users: int = 8  # sparse users whose interests the LLM expands
+    keep_serving: bool = False  # leave the app (and its page at /) running until Ctrl-C
 
 
 def post(url: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -134,6 +135,14 @@ def demo(cfg: DemoConfig) -> dict[str, Any]:
               f"ms; {clicked} is {'still there' if clicked in after else 'gone'}", flush=True)
         # Diversity: the same user, sampled from the ranked candidates instead of the top 5.
         answers.append(show(bodies[0] | {"diversity": 0.5}))
+        print(f"[demo] the demo page: {url}/ (API docs: {url}/docs)", flush=True)
+        if cfg.keep_serving:
+            print("[demo] serving until Ctrl-C", flush=True)
+            try:
+                while True:
+                    time.sleep(3600)
+            except KeyboardInterrupt:
+                pass
         serve.delete("warmstart")
     print(f"[demo] done in {time.perf_counter() - t0:.0f} s; data in {data}, models in "
           f"{artifacts}")
@@ -147,10 +156,13 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scale", choices=DEMO_SCALES, default=d.scale)
     p.add_argument("--port", type=int, default=d.port)
     p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--keep-serving", action="store_true",
+                   help="leave the app running at the end: open its page in a browser")
 
 
 def config(args: argparse.Namespace) -> DemoConfig:
-    return DemoConfig(workdir=args.workdir, scale=args.scale, port=args.port, seed=args.seed)
+    return DemoConfig(workdir=args.workdir, scale=args.scale, port=args.port, seed=args.seed,
+                      keep_serving=args.keep_serving)
 
 
 def run(args: argparse.Namespace) -> None:

@@ -31,6 +31,9 @@ from typing import Any, Literal
 
 import numpy as np
 from fastapi import FastAPI, Header, HTTPException
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 
@@ -74,9 +77,11 @@ class RecommendRequest(BaseModel):
 
 class ScoredItem(BaseModel):
     item_id: str
-    score: float
+    score: float = Field(description="the blend of the item's signals, in (0, 1)")
     source: str = Field(description="retrieval sources that found it, '+'-joined: "
-                        "two_tower, interests, popular")
+                        "two_tower, item_item, interests, popular, demographic")
+    name: str = Field("", description="the item's name in the catalog (its id if none)")
+    category: str = ""
 
 
 class RecommendResponse(BaseModel):
@@ -154,6 +159,7 @@ def health(pipeline: Pipeline) -> dict[str, Any]:
     s = live.stores
     return {"status": "ok", "model_version": live.state.version,
             "items": len(live.state.item_ids), "requests": pipeline.requests,
+            "example_users": list(live.state.users.rows)[:8],
             "stores": {"online": getattr(s.online, "name", "off"), "seen": s.seen.name,
                        "popularity": type(s.popularity).__name__,
                        "events": type(s.events.log).__name__ if s.events else "off"},
@@ -168,7 +174,24 @@ def start_pipeline(artifacts: str | Path, cfg: ServeConfig, stores: StoresConfig
     return Pipeline(state, open_stores(state, stores), cfg)
 
 
-app = FastAPI(title="warmstart", description=DESCRIPTION)
+STATIC = Path(__file__).parent / "static"  # the demo page
+
+
+def add_page(api: FastAPI) -> FastAPI:
+    """The demo page at / and its assets at /static: plain HTML and a small script that
+    talk to /recommend, /events and /healthz on the same origin."""
+    api.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @api.get("/", include_in_schema=False)
+    def page() -> FileResponse:
+        return FileResponse(STATIC / "index.html")
+
+    return api
+
+
+# FastAPIOffline: /docs and /redoc load Swagger UI and ReDoc from the fastapi-offline
+# package, not from a CDN that a firewalled network cannot reach.
+app = add_page(FastAPIOffline(title="warmstart", description=DESCRIPTION))
 EVENTS_FILE = "events.jsonl"  # the local event log, beside the versions, unless configured
 batch: Any = serve.batch  # its typing does not describe a method with several arguments
 ADMIN_ERRORS: dict[int | str, dict[str, Any]] = {
@@ -346,7 +369,7 @@ def build(args: dict[str, Any]) -> serve.Application:
 
 def plain_app(pipeline: Pipeline) -> FastAPI:
     """The same routes around one in-process pipeline, without Ray (for uvicorn)."""
-    api = FastAPI(title="warmstart", description=DESCRIPTION)
+    api = add_page(FastAPIOffline(title="warmstart", description=DESCRIPTION))
 
     @api.post("/recommend", response_model=RecommendResponse)
     async def recommend(body: RecommendRequest) -> dict[str, Any]:

@@ -158,8 +158,11 @@ class Pipeline:
             "known_user": r.user.known,
             "device": r.ctx.device,
             "model_version": state.version,
-            "items": [{"item_id": state.item_ids[r.cands.rows[t]], "score": float(r.scores[t]),
-                       "source": s} for t, s in zip(chosen.tolist(), sources, strict=True)],
+            "items": [{"item_id": state.item_ids[row], "score": float(r.scores[t]),
+                       "source": s, "name": state.item_labels[row, 0],
+                       "category": state.item_labels[row, 1]}
+                      for t, s in zip(chosen.tolist(), sources, strict=True)
+                      for row in (int(r.cands.rows[t]),)],
             "degraded": degraded,
             "warnings": [r.ctx.warning] if r.ctx.warning else [],
         }

