@@ -15,6 +15,8 @@ import sys
 from types import ModuleType
 from typing import NoReturn
 
+from train import storage
+
 COMMANDS: dict[str, str] = {
     "generate": "synthetic retail data with ground truth",
     "load": "external files (generic CSV/parquet, MovieLens-100K, Amazon Books, Retail Demo "
@@ -71,8 +73,12 @@ def module_parser(name: str) -> argparse.ArgumentParser:
 def _execute(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    module = flow(args.command)
+    # A flow's data and artifact locations may be URIs: LOCATIONS names them (and whether the
+    # flow writes there); `run` sees local mirrors (train/storage.py).
     try:
-        flow(args.command).run(args)
+        with storage.mirrors(args, getattr(module, "LOCATIONS", {})):
+            module.run(args)
     except (ValueError, FileNotFoundError, RuntimeError) as e:
         if args.verbose:
             raise

@@ -36,6 +36,7 @@ from train.artifacts import Bundle, load_bundle
 from train.features import featurize, mask_user_attributes, mask_user_past
 from train.metrics import auc, log_loss, ndcg_at_k, recall_at_k
 from train.scoring import click_probability, user_vectors
+from train.storage import location
 
 
 @dataclass(frozen=True)
@@ -371,10 +372,15 @@ def format_report(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+# A URI location is mirrored locally for the run, and uploaded after when written
+# (train/storage.py).
+LOCATIONS = {"data": "read", "artifacts": "read"}
+
+
 def add_args(p: argparse.ArgumentParser) -> None:
     d = EvalConfig()
-    p.add_argument("--data", type=Path, default=DATA)
-    p.add_argument("--artifacts", type=Path, default=ARTIFACTS,
+    p.add_argument("--data", type=location, default=DATA)
+    p.add_argument("--artifacts", type=location, default=ARTIFACTS,
                    help="artifact root (uses LATEST) or a version folder")
     p.add_argument("--users", type=int, default=d.max_users,
                    help="test users sampled for recall (default %(default)s)")

@@ -38,6 +38,7 @@ from interests.prompts import PromptConfig
 from interests.stages import run_generate, run_ground, summarize
 from train.accelerators import ACCELERATORS
 from train.encoders import TEXT_KINDS, EncoderConfig, embed_texts, item_texts, load_encoder
+from train.storage import location
 
 SELECTIONS = ("sparse", "all")  # which users `users` picks
 
@@ -136,10 +137,15 @@ def llm_config(args: argparse.Namespace) -> LLMConfig:
                      batch_size=args.llm_batch_size, timeout_s=args.llm_timeout)
 
 
+# A URI location is mirrored locally for the run, and uploaded after when written
+# (train/storage.py).
+LOCATIONS = {"data": "read", "out": "write"}
+
+
 def add_args(p: argparse.ArgumentParser) -> None:
     d = ExpandConfig()
-    p.add_argument("--data", type=Path, default=d.data)
-    p.add_argument("--out", type=Path, default=d.out,
+    p.add_argument("--data", type=location, default=d.data)
+    p.add_argument("--out", type=location, default=d.out,
                    help=f"output folder; serving reads <artifacts>/{FOLDER}")
     add_llm_args(p)
     p.add_argument("--encoder", choices=TEXT_KINDS, default=d.encoder.kind)

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import shutil
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -58,9 +57,10 @@ from flows.train import (
 from serve.event_log import Event, EventLog, log_at
 from train.artifacts import Bundle, load_bundle, new_version, publish
 from train.features import UserTable
-from train.loop import LoopConfig, fit, fit_local
+from train.loop import LoopConfig, drop_runs, fit, fit_local
 from train.registry import MODELS
 from train.scoring import item_vectors
+from train.storage import location
 
 
 @dataclass(frozen=True)
@@ -280,8 +280,7 @@ def finetune(cfg: FinetuneConfig, train_cfg: TrainConfig | None = None) -> dict[
             dlrm, dlrm_hist = fit("dlrm", current.dlrm.cfg, cards, rows(dlrm_fn, False),
                                   val_rows(dlrm_fn, False), loop(tcfg.dlrm_loop), storage,
                                   f"{run}-dlrm", init=current.dlrm)
-        for ray_run in storage.glob(f"{run}-*"):
-            shutil.rmtree(ray_run, ignore_errors=True)
+        drop_runs(storage, run)
     # 5. The index must still hold exactly these items' vectors.
     drift = float(np.abs(item_vectors(tt, current.item_rows)
                          - current.index.reconstruct_n(0, current.index.ntotal)).max())
@@ -338,10 +337,15 @@ def finetune(cfg: FinetuneConfig, train_cfg: TrainConfig | None = None) -> dict[
             "seconds": seconds, "path": str(folder)}
 
 
+# A URI location is mirrored locally for the run, and uploaded after when written
+# (train/storage.py).
+LOCATIONS = {"data": "write", "artifacts": "write"}
+
+
 def add_args(p: argparse.ArgumentParser) -> None:
     d = FinetuneConfig()
-    p.add_argument("--data", type=Path, default=d.data)
-    p.add_argument("--artifacts", type=Path, default=d.artifacts)
+    p.add_argument("--data", type=location, default=d.data)
+    p.add_argument("--artifacts", type=location, default=d.artifacts)
     p.add_argument("--days", type=int, nargs="+", default=None,
                    help="new day(s) to learn (default: the day after the version's window)")
     p.add_argument("--val-days", type=int, nargs="+", default=None,

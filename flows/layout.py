@@ -25,7 +25,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
-from train import schema
+from train import schema, storage
 
 # Default locations, relative to where a flow runs.
 DATA = Path("data")
@@ -182,13 +182,14 @@ def write_day_file(data: Path, day: int, name: str, table: pa.Table) -> Path:
 
 
 def ray_interactions(data: Path, days: tuple[int, ...]) -> Any:
-    """Interactions of the given days as a streaming Ray Dataset."""
+    """Interactions of the given days as a streaming Ray Dataset, read by Ray's workers from
+    the URI when `data` mirrors one (train/storage.py), else from the local folder."""
     import ray.data
     from ray.data.datasource.partitioning import PathPartitionFilter
 
     data_files(data, days)  # the days exist and their files follow the schema
     wanted = set(days)
-    root = str((data / INTERACTIONS).resolve())
+    root, fs = storage.ray_path(data / INTERACTIONS)
     flt = PathPartitionFilter.of(lambda p: int(p["day"]) in wanted, base_dir=root)
-    ds = ray.data.read_parquet(root, partition_filter=flt)
+    ds = ray.data.read_parquet(root, partition_filter=flt, filesystem=fs)
     return ds.select_columns(list(INTERACTION_COLUMNS))

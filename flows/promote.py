@@ -20,6 +20,7 @@ from typing import Any
 
 from flows.layout import ARTIFACTS
 from serve.config import ADMIN_TOKEN_ENV, StoresConfig
+from train.storage import location
 
 
 @dataclass(frozen=True)
@@ -32,9 +33,14 @@ class PromoteConfig:
     timeout_s: float = 300.0
 
 
+# A URI artifact root is mirrored locally and uploaded after (train/storage.py).
+LOCATIONS = {"artifacts": "write"}
+
+
 def add_common(p: argparse.ArgumentParser) -> None:
     d = PromoteConfig()
-    p.add_argument("--artifacts", type=Path, default=d.artifacts, help="the artifact root")
+    p.add_argument("--artifacts", type=location, default=d.artifacts,
+                   help="the artifact root (a folder or a URI)")
     p.add_argument("--url", default=None,
                    help="the running app (http://127.0.0.1:8000): switch it now; without, "
                         "LATEST changes for the next start")

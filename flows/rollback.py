@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 
+from flows.promote import LOCATIONS as LOCATIONS
 from flows.promote import add_common, config, promote
 
 

@@ -25,7 +25,10 @@ SERVE_FAST_ENV = {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_OPTIMI
 
 @dataclass(frozen=True)
 class RayConfig:
-    address: str | None = None  # an existing cluster ("auto", "ray://..."); None starts one
+    # An existing cluster ("auto", "10.0.0.5:6379", "ray://..."). None: $RAY_ADDRESS when set
+    # (`ray job submit` sets it for the job's driver, KubeRay for its pods), else a local Ray
+    # is started.
+    address: str | None = None
     num_cpus: int | None = None  # logical CPUs of a local Ray; None = physical cores x 2
     fast_serve: bool = True
     temp_dir: str | None = None  # None: a private folder under the system temp dir
@@ -63,7 +66,10 @@ def start_ray(cfg: RayConfig | None = None) -> Iterator[None]:
     if ray.is_initialized():  # nested flows (demo -> train) share the running Ray
         yield
         return
-    if cfg.fast_serve:
+    address = cfg.address or os.environ.get("RAY_ADDRESS") or None
+    # A cluster's processes got their environment (Serve's mode, HAProxy's ports) when they
+    # started; only a Ray started here takes it from this process.
+    if cfg.fast_serve and not address:
         os.environ.update(SERVE_FAST_ENV)
         # HAProxy's stats and metrics ports default to 8404 and 9101: a second Serve on the
         # machine (another session, a test run beside `warmstart serve`) would find them
@@ -80,8 +86,9 @@ def start_ray(cfg: RayConfig | None = None) -> Iterator[None]:
     # The dashboard process also serves the State API that Ray Train's controller polls.
     kwargs: dict = {"include_dashboard": True, "log_to_driver": cfg.worker_logs,
                     "configure_logging": True, "logging_level": logging.WARNING}
-    if cfg.address:
-        ray.init(address=cfg.address, **kwargs)
+    if address:
+        log.info("joining the Ray cluster at %s", address)
+        ray.init(address=address, **kwargs)
     else:
         os.environ["RAY_worker_niceness"] = str(cfg.worker_niceness)  # read by the raylet
         ncpu = cfg.num_cpus or 2 * (os.cpu_count() or 1)

@@ -35,11 +35,12 @@ from serve.config import (
 from serve.event_log import EventLogConfig
 from serve.online import BACKENDS as ONLINE_BACKENDS
 from serve.online import OnlineConfig
+from train.storage import location
 
 
 @dataclass(frozen=True)
 class ServeFlowConfig:
-    artifacts: Path = ARTIFACTS
+    artifacts: str | Path = ARTIFACTS  # a folder or a URI (s3://...; replicas mirror it)
     http: HTTPConfig = field(default_factory=HTTPConfig)
     replicas: ReplicaConfig = field(default_factory=ReplicaConfig)
     stores: StoresConfig = field(default_factory=lambda: StoresConfig(
@@ -51,8 +52,9 @@ class ServeFlowConfig:
 
 def add_args(p: argparse.ArgumentParser) -> None:
     d, r, a = HTTPConfig(), ReplicaConfig(), AutoscalingSettings()
-    p.add_argument("--artifacts", type=Path, default=ARTIFACTS,
-                   help="artifact root (serves LATEST) or a version folder")
+    p.add_argument("--artifacts", type=location, default=ARTIFACTS,
+                   help="artifact root (serves LATEST) or a version folder; a URI "
+                        "(s3://bucket/artifacts) is read by every replica wherever it runs")
     p.add_argument("--host", default=d.host,
                    help="where to listen (default %(default)s: this machine only; 0.0.0.0 "
                         "opens it to the network)")
@@ -132,6 +134,7 @@ def serve(cfg: ServeFlowConfig) -> str:
 
 def run(args: argparse.Namespace) -> None:
     from flows.runtime import start_ray
+    from serve.app import local_root
     from train.artifacts import resolve, verify
 
     cfg = config(args)
@@ -139,7 +142,7 @@ def run(args: argparse.Namespace) -> None:
         sys.stdout.write(printed_config(cfg))
         return
     if cfg.config_file is None:
-        verify(resolve(cfg.artifacts))  # a clear error before Ray starts, not after
+        verify(resolve(local_root(cfg.artifacts)))  # a clear error before Ray starts, not after
     if cfg.admin.token:  # replicas read it from their environment, never from the config
         os.environ[ADMIN_TOKEN_ENV] = cfg.admin.token
         cfg = replace(cfg, admin=AdminConfig())

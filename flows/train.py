@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import shutil
 import time
 import zlib
 from dataclasses import asdict, dataclass, field, replace
@@ -52,9 +51,10 @@ from train.artifacts import Bundle, load_model, new_version, publish, save_model
 from train.dlrm import DLRMConfig
 from train.encoders import TEXT_KINDS, EncoderConfig, item_content
 from train.features import Features, UserTable, featurize
-from train.loop import LoopConfig, fit
+from train.loop import LoopConfig, drop_runs, fit
 from train.registry import MODELS
 from train.scoring import item_vectors
+from train.storage import location
 from train.two_tower import TwoTowerConfig
 
 log = logging.getLogger(__name__)
@@ -385,8 +385,7 @@ def train(cfg: TrainConfig) -> Path:
                         valid=lambda d: (cfg.artifacts / (d / "version.txt").read_text().strip()
                                          ).is_dir())
     folder = cfg.artifacts / (pub_dir / "version.txt").read_text().strip()
-    for ray_run in storage.glob(f"{run}-*"):  # checkpoints only matter while training
-        shutil.rmtree(ray_run, ignore_errors=True)
+    drop_runs(storage, run)
     print(f"[train] {folder} ready in {time.perf_counter() - t0:.1f} s "
           f"(ran {len(steps.ran)} steps, reused {len(steps.skipped)})")
     return folder
@@ -406,11 +405,16 @@ def _clean(history: list[dict[str, Any]]) -> dict[str, Any]:
     return {"epochs": [{k: float(h[k]) for k in keep if k in h} for h in history]}
 
 
+# A URI location is mirrored locally for the run, and uploaded after when written
+# (train/storage.py).
+LOCATIONS = {"data": "read", "artifacts": "write"}
+
+
 def add_args(p: argparse.ArgumentParser) -> None:
     d = TrainConfig()
     text = d.text_encoder or EncoderConfig()
-    p.add_argument("--data", type=Path, default=d.data)
-    p.add_argument("--artifacts", type=Path, default=d.artifacts)
+    p.add_argument("--data", type=location, default=d.data)
+    p.add_argument("--artifacts", type=location, default=d.artifacts)
     p.add_argument("--epochs", type=int, default=None,
                    help=f"epochs for both models (default {d.two_tower_loop.epochs} for the "
                         f"Two-Tower, {d.dlrm_loop.epochs} for the DLRM, fewer above "

@@ -37,6 +37,7 @@ from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 
+from interests.artifact import FOLDER as INTERESTS
 from serve import deploy, promotion, ranking
 from serve.config import (
     ADMIN_TOKEN_ENV,
@@ -51,6 +52,7 @@ from serve.online import ONLINE_FOLDER, open_online
 from serve.pipeline import Pipeline, Request, open_stores
 from serve.state import ServingState, load_state
 from serve.stores import StoreUnavailable
+from train import storage
 from train.artifacts import Bundle, load_bundle, resolve
 
 log = logging.getLogger(__name__)
@@ -201,9 +203,43 @@ ADMIN_ERRORS: dict[int | str, dict[str, Any]] = {
           "old one keeps serving"}}
 
 
-def prepare_stores(bundle: Bundle, stores: StoresConfig) -> StoresConfig:
+# What a replica reads under the artifact root besides its version folder; a URI root
+# (s3://...) is mirrored into each replica's local cache (train/storage.py).
+SERVED = ("LATEST", promotion.HISTORY, INTERESTS, ONLINE_FOLDER)
+
+
+def local_root(artifacts: str | Path, version: str | None = None) -> Path:
+    """The artifact root to load from: itself when local; for a URI, the local mirror of
+    what serving reads (SERVED, and `version`'s folder, by default LATEST's) pulled now."""
+    if not storage.is_uri(artifacts):
+        return Path(artifacts)
+    uri = str(artifacts)
+    local = storage.cache_for(uri)
+    storage.pull(uri, local, only=SERVED)
+    latest = local / "LATEST"
+    version = version or (latest.read_text().strip() if latest.exists() else None)
+    if version:
+        storage.pull(uri, local, only=(version,))
+    return local
+
+
+def prepare_stores(bundle: Bundle, stores: StoresConfig, remote: str | None = None
+                   ) -> StoresConfig:
     """Before any replica starts: file paths made absolute (replicas run elsewhere), and the
-    version materialized into the Feast online store when that store lacks it."""
+    version materialized into the Feast online store when that store lacks it. `remote`:
+    the URI the artifacts came from, whose replicas may run on any node: the stores must be
+    networked, and the Feast registry is uploaded beside the versions."""
+    if remote is not None:
+        if stores.events.backend == "local" or (stores.online.backend == "feast"
+                                                and stores.online.store == "sqlite"):
+            raise ValueError(f"artifacts at {remote} are served by replicas on any node, "
+                             "which cannot share a local event log or SQLite online store: "
+                             "put the stores on Redis/Valkey (--redis redis://host:6379/0)")
+        if stores.online.backend == "feast":
+            open_online(replace(stores.online, materialize=True), bundle)
+            storage.upload(bundle.path.parent / ONLINE_FOLDER,
+                           storage.join(remote, ONLINE_FOLDER))
+        return stores  # each replica finds the registry in its own mirror
     root = stores.online.path or bundle.path.parent / ONLINE_FOLDER
     online = replace(stores.online, path=Path(root).resolve())
     log_file = stores.events.path or bundle.path.parent / EVENTS_FILE
@@ -213,10 +249,11 @@ def prepare_stores(bundle: Bundle, stores: StoresConfig) -> StoresConfig:
     return replace(stores, online=online, events=events)
 
 
-def open_version(root: Path, version: str | None, stores: StoresConfig,
+def open_version(artifacts: str | Path, version: str | None, stores: StoresConfig,
                  keep: Any = None) -> tuple[ServingState, Any]:
-    """The serving state of `version` (None: LATEST) and its stores (`keep`: the stores of
-    the version it replaces, see `open_stores`)."""
+    """The serving state of `version` (None: LATEST) under the artifact root (a folder or a
+    URI) and its stores (`keep`: the stores of the version it replaces, see `open_stores`)."""
+    root = local_root(artifacts, version)
     state = load_state(root / version if version else root)
     return state, open_stores(state, stores, keep)
 
@@ -227,7 +264,8 @@ def open_version(root: Path, version: str | None, stores: StoresConfig,
 @serve.ingress(app)
 class Ingress:
     def __init__(self, artifacts: str, stores: dict[str, Any], admin: dict[str, Any]) -> None:
-        self.root = Path(artifacts)
+        self.artifacts = artifacts  # a folder or a URI
+        self.remote = artifacts if storage.is_uri(artifacts) else None
         self.stores = StoresConfig.from_dict(stores)
         self.admin_token = AdminConfig(**admin).token or os.environ.get(ADMIN_TOKEN_ENV)
         self.pipeline: Pipeline | None = None  # the first reconfigure() loads its version
@@ -243,7 +281,7 @@ class Ingress:
         cfg, version = deploy.split_user_config(user_config)
         torch.set_num_threads(cfg.torch_threads)
         if self.pipeline is None:  # starting: a version that does not load fails the start
-            state, stores = await asyncio.to_thread(open_version, self.root, version,
+            state, stores = await asyncio.to_thread(open_version, self.artifacts, version,
                                                     self.stores)
             self.pipeline = Pipeline(state, stores, cfg, metrics=ServeMetrics())
             log.info("serving version %s", state.version)
@@ -258,7 +296,7 @@ class Ingress:
         assert self.pipeline is not None
         old = self.pipeline.live
         try:
-            state, stores = await asyncio.to_thread(open_version, self.root, version,
+            state, stores = await asyncio.to_thread(open_version, self.artifacts, version,
                                                     self.stores, old.stores)
         except Exception as e:  # any failure: the replica keeps serving what it served
             log.error("version %s refused, still serving %s: %s", version, old.state.version,
@@ -329,7 +367,8 @@ class Ingress:
         self._authorize(authorization)
         current = self.live.live.state.version
         try:
-            version = promotion.previous(self.root, current)
+            root = await asyncio.to_thread(local_root, self.artifacts, current)
+            version = promotion.previous(root, current)
         except promotion.PromotionError as e:
             raise HTTPException(409, detail=str(e)) from None
         return await self._promote(version)
@@ -340,11 +379,16 @@ class Ingress:
         t0 = time.perf_counter()
         current = self.live.live.state.version
         try:
-            bundle = await asyncio.to_thread(promotion.check, self.root, version)
+            root = await asyncio.to_thread(local_root, self.artifacts, version)
+            bundle = await asyncio.to_thread(promotion.check, root, version)
         except promotion.PromotionError as e:
             raise HTTPException(409, detail=str(e)) from None
-        await asyncio.to_thread(prepare_stores, bundle, self.stores)
-        promotion.record(self.root, version, current)
+        await asyncio.to_thread(prepare_stores, bundle, self.stores, self.remote)
+        promotion.record(root, version, current)
+        if self.remote is not None:  # the history first: LATEST names a recorded version
+            for name in (promotion.HISTORY, "LATEST"):
+                await asyncio.to_thread(storage.upload, root / name,
+                                        storage.join(self.remote, name))
         await asyncio.to_thread(deploy.set_version, version)
         while self.live.live.state.version != version:
             if self.refused and self.refused["version"] == version:
@@ -362,7 +406,7 @@ def build(args: dict[str, Any]) -> serve.Application:
     serve/deploy.py `AppSpec`). The artifact root must hold a version already: a clear error
     at deploy time rather than in every replica."""
     spec = deploy.AppSpec(**args)
-    resolve(Path(spec.artifacts))
+    resolve(local_root(spec.artifacts))
     deployment: Any = Ingress  # `@serve.deployment` made it a Deployment; mypy sees the class
     return deployment.bind(spec.artifacts, spec.stores, spec.admin)
 
@@ -386,26 +430,27 @@ def plain_app(pipeline: Pipeline) -> FastAPI:
     return api
 
 
-def app_config(artifacts: Path, cfg: ServeConfig | None = None,
+def app_config(artifacts: str | Path, cfg: ServeConfig | None = None,
                stores: StoresConfig | None = None, replicas: ReplicaConfig | None = None,
                http: HTTPConfig | None = None, admin: AdminConfig | None = None
                ) -> dict[str, Any]:
     """The Serve config for `artifacts` (a root, or a version folder: then its root with that
     version), after the version is verified and the stores prepared in this process."""
-    folder = resolve(artifacts)
+    remote = str(artifacts) if storage.is_uri(artifacts) else None
+    folder = resolve(local_root(artifacts))
     bundle = load_bundle(folder)  # fail here, with the clear error, not inside a replica
-    stores = prepare_stores(bundle, stores or StoresConfig())
+    stores = prepare_stores(bundle, stores or StoresConfig(), remote)
     r = replicas or ReplicaConfig()
     if (r.replicas > 1 or r.autoscaling) and "memory" in (stores.seen.backend,
                                                            stores.popularity.backend):
         log.warning("several replicas with in-process seen filters or popularity: each "
                     "replica sees only the events it took; put the stores on Redis/Valkey "
                     "(--redis)")
-    return deploy.serve_config(folder.parent.resolve(), stores, cfg=cfg, replicas=r,
+    return deploy.serve_config(remote or folder.parent.resolve(), stores, cfg=cfg, replicas=r,
                                http=http, admin=admin, version=bundle.version)
 
 
-def run_app(artifacts: Path, http: HTTPConfig | None = None, cfg: ServeConfig | None = None,
+def run_app(artifacts: str | Path, http: HTTPConfig | None = None, cfg: ServeConfig | None = None,
             stores: StoresConfig | None = None, replicas: ReplicaConfig | None = None,
             admin: AdminConfig | None = None) -> str:
     """Deploy on the running Ray, as `serve deploy` would deploy the same config; returns

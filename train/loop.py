@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import shutil
 import tempfile
 import threading
 import time
@@ -36,8 +37,9 @@ from torch import nn
 
 from train.accelerators import check_accelerator
 from train.features import MASK_KINDS, mask_devices, mask_users
-from train.registry import build, spec
+from train.registry import MODELS, build, spec
 from train.scoring import to_tensors
+from train.storage import join, origin, ray_path, remove
 
 log = logging.getLogger(__name__)
 
@@ -323,6 +325,16 @@ def scaling(loop: LoopConfig) -> tuple[ray.train.ScalingConfig, TorchConfig | No
                                     resources_per_worker=resources), None)
 
 
+def drop_runs(storage: Path, run: str) -> None:
+    """Delete the Ray Train folders of `run` (one per model kind, `<run>-<kind>`) under
+    `storage`, and under the URI it mirrors: checkpoints only matter while training."""
+    uri = origin(storage)
+    for kind in MODELS:
+        if uri is not None:
+            remove(join(uri, f"{run}-{kind}"))
+        shutil.rmtree(storage / f"{run}-{kind}", ignore_errors=True)
+
+
 def fit(kind: str, model_cfg: Any, cards: dict[str, int], train_ds: Any, val_ds: Any,
         loop: LoopConfig, storage: Path, name: str,
         task_inputs: dict[str, np.ndarray] | None = None, init: nn.Module | None = None
@@ -343,6 +355,7 @@ def fit(kind: str, model_cfg: Any, cards: dict[str, int], train_ds: Any, val_ds:
     state = ray.put({"init": None if init is None else init.state_dict(),
                      "task": dict(task_inputs or {})})
 
+    storage_path, storage_fs = ray_path(storage)
     scaling_config, torch_config = scaling(loop)
     trainer = TorchTrainer(
         train_loop_per_worker,
@@ -351,7 +364,9 @@ def fit(kind: str, model_cfg: Any, cards: dict[str, int], train_ds: Any, val_ds:
         scaling_config=scaling_config,
         torch_config=torch_config,
         run_config=RunConfig(
-            storage_path=str(storage.resolve()),
+            # the URI when the artifacts are mirrored from one: every worker writes there
+            storage_path=storage_path,
+            storage_filesystem=storage_fs,
             name=name,
             failure_config=FailureConfig(max_failures=loop.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=2,

@@ -62,6 +62,7 @@ from interests.profiles import history
 from interests.prompts import PROMPTS, PromptConfig, build_messages
 from interests.stages import run_generate, run_ground, summarize
 from train.encoders import embed_texts, item_texts, load_encoder
+from train.storage import location
 
 log = logging.getLogger(__name__)
 
@@ -192,10 +193,15 @@ def _jsonable(x: Any) -> Any:
 
 # --- Command line -------------------------------------------------------------------------
 
+# A URI location is mirrored locally for the run, and uploaded after when written
+# (train/storage.py).
+LOCATIONS = {"data": "read", "out": "write"}
+
+
 def add_args(p: argparse.ArgumentParser) -> None:
     d = ExperimentConfig()
-    p.add_argument("--data", type=Path, default=d.data)
-    p.add_argument("--out", type=Path, default=d.out)
+    p.add_argument("--data", type=location, default=d.data)
+    p.add_argument("--out", type=location, default=d.out)
     p.add_argument("--grid", type=Path, help="YAML grid of llms, encoders and prices; "
                    "default: SmolLM2 x MiniLM")
     p.add_argument("--max-users", type=int, default=d.max_users)

@@ -23,12 +23,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from flows.generate.catalog import CATEGORIES, load_catalog, make_catalog
 from flows.generate.world import DEVICES, World, make_world
 from flows.layout import DATA, INTERACTIONS, ITEMS, N_DAYS, TRUTH, USERS, check_out
-from train import schema
+from train import schema, storage
+from train.storage import location
 
 log = logging.getLogger(__name__)
 
@@ -186,6 +188,18 @@ def build_world(cfg: GenerateConfig) -> World:
     return make_world(items, scale.n_users, cfg.days, cfg.seed)
 
 
+def count_written(folder: str, fs: pafs.FileSystem | None) -> int:
+    """Rows in the parquet files under `folder` (on `fs`, else local), from their footers."""
+    fs = fs or pafs.LocalFileSystem()
+    files = fs.get_file_info(pafs.FileSelector(folder, recursive=True))
+    total = 0
+    for f in files:
+        if f.is_file and f.path.endswith(".parquet"):
+            with fs.open_input_file(f.path) as src:
+                total += pq.ParquetFile(src).metadata.num_rows
+    return total
+
+
 def generate(cfg: GenerateConfig) -> dict[str, float]:
     """Generate a dataset into `cfg.out`; returns timing and size figures."""
     import ray
@@ -212,9 +226,13 @@ def generate(cfg: GenerateConfig) -> dict[str, float]:
         fn_kwargs={"world": world, "sessions": cfg.sessions_per_day, "seed": cfg.seed},
         num_cpus=0.5,
     )
-    ds.write_parquet(str((cfg.out / INTERACTIONS).resolve()), partition_cols=["day"])
-    n_rows = sum(pq.ParquetFile(f).metadata.num_rows
-                 for f in (cfg.out / INTERACTIONS).rglob("*.parquet"))
+    # Ray's workers write the days: to the URI when --out is one (a worker on another node
+    # cannot write into this machine's mirror), which then holds no interactions itself.
+    days_at, fs = storage.ray_path(cfg.out / INTERACTIONS)
+    if fs is not None:
+        fs.delete_dir_contents(days_at, missing_dir_ok=True)  # only with overwrite
+    ds.write_parquet(days_at, filesystem=fs, partition_cols=["day"])
+    n_rows = count_written(days_at, fs)
     stats = {
         "seconds": time.perf_counter() - t0,
         "impressions": float(n_rows),
@@ -226,9 +244,14 @@ def generate(cfg: GenerateConfig) -> dict[str, float]:
     return stats
 
 
+# A URI location is mirrored locally for the run and uploaded after (train/storage.py).
+LOCATIONS = {"out": "write"}
+
+
 def add_args(p: argparse.ArgumentParser) -> None:
     d = GenerateConfig()
-    p.add_argument("--out", type=Path, default=d.out, help="output folder (default %(default)s)")
+    p.add_argument("--out", type=location, default=d.out,
+                   help="output folder or URI (s3://bucket/prefix; default %(default)s)")
     p.add_argument("--scale", choices=list(SCALES), default=d.scale,
                    help="users, items and impressions (default %(default)s)")
     p.add_argument("--seed", type=int, default=d.seed)

@@ -54,6 +54,7 @@ from flows.load.config import (
 )
 from flows.load.records import Source
 from flows.load.write import summary_table, write_dataset
+from train.storage import location
 
 READERS: dict[str, Callable[[LoadConfig], Source]] = {
     "movielens": movielens.read,
@@ -85,6 +86,10 @@ def load_movielens(src: Path, out: Path, overwrite: bool = False,
     return out
 
 
+# A URI location is mirrored locally for the run and uploaded after (train/storage.py).
+LOCATIONS = {"out": "write"}
+
+
 def add_args(p: argparse.ArgumentParser) -> None:
     d = LoadConfig  # its defaults, read off the class: an instance would need --src
     p.add_argument("preset", choices=PRESETS,
@@ -92,7 +97,8 @@ def add_args(p: argparse.ArgumentParser) -> None:
                         "from --src; generic reads --interactions (and --items, --users)")
     p.add_argument("--src", type=Path, default=None,
                    help="folder with the dataset's files; relative file flags are read from it")
-    p.add_argument("--out", type=Path, default=d.out, help="output folder (default %(default)s)")
+    p.add_argument("--out", type=location, default=d.out,
+                   help="output folder or URI (s3://bucket/prefix; default %(default)s)")
     p.add_argument("--overwrite", action="store_true", help="replace a dataset already in --out")
     p.add_argument("--max-bad-share", type=float, default=d.max_bad_share,
                    help="stop when more than this share of a file's rows do not parse "
