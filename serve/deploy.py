@@ -45,7 +45,8 @@ IMPORT_PATH = "serve.app:build"
 FAST_ENV = {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}
 HEADER = """\
 # The warmstart Serve application, as `warmstart serve --print-config [flags]` writes it
-# (serve/config.yaml: `--redis redis://redis:6379/0`, every store on Redis and autoscaling).
+# (serve/config.yaml, the cluster's: `--host 0.0.0.0 --artifacts s3://warmstart/artifacts
+# --redis redis://redis:6379/0`, every store on Redis, autoscaling, artifacts on S3).
 # `serve deploy` or `serve run` deploy it on a running Ray, `warmstart serve --config` deploys
 # the same document, and a RayService can embed it. A change of `user_config` alone (the
 # model `version`, the ServeConfig settings) is applied in place by reconfigure(): no replica

@@ -87,7 +87,7 @@ def load_movielens(src: Path, out: Path, overwrite: bool = False,
 
 
 # A URI location is mirrored locally for the run and uploaded after (train/storage.py).
-LOCATIONS = {"out": "write"}
+LOCATIONS = {"src": "read", "out": "write"}
 
 
 def add_args(p: argparse.ArgumentParser) -> None:
@@ -95,7 +95,7 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("preset", choices=PRESETS,
                    help="movielens, amazon-books and retail-demo-store read their own files "
                         "from --src; generic reads --interactions (and --items, --users)")
-    p.add_argument("--src", type=Path, default=None,
+    p.add_argument("--src", type=location, default=None,
                    help="folder with the dataset's files; relative file flags are read from it")
     p.add_argument("--out", type=location, default=d.out,
                    help="output folder or URI (s3://bucket/prefix; default %(default)s)")

@@ -40,21 +40,23 @@ TOKEN = "s3cret-token"
 def test_the_committed_serve_config_is_the_printed_one() -> None:
     from ray.serve.schema import ServeDeploySchema
 
-    args = module_parser("serve").parse_args(["--redis", "redis://redis:6379/0"])
-    printed = printed_config(serve_flow_config(args))
+    flags = ["--host", "0.0.0.0", "--artifacts", "s3://warmstart/artifacts", "--redis",
+             "redis://redis:6379/0"]
+    printed = printed_config(serve_flow_config(module_parser("serve").parse_args(flags)))
     committed = (REPO / "serve" / "config.yaml").read_text()
-    assert committed == printed, "regenerate: warmstart serve --print-config --redis " \
-                                 "redis://redis:6379/0 > serve/config.yaml"
+    assert committed == printed, (f"regenerate: warmstart serve --print-config {' '.join(flags)}"
+                                  " > serve/config.yaml, then python -m cluster.render")
     doc = yaml.safe_load(committed)
     ServeDeploySchema.model_validate(doc)  # what `serve deploy` reads
     (dep,) = doc["applications"][0]["deployments"]
     assert dep["autoscaling_config"]["max_replicas"] == 2 and "num_replicas" not in dep
     assert dep["ray_actor_options"]["num_cpus"] == 0.5 and dep["user_config"]["version"] is None
-    assert doc["http_options"]["host"] == "127.0.0.1"
+    assert doc["http_options"]["host"] == "0.0.0.0"  # behind the RayService's Service
     assert doc["applications"][0]["args"]["admin"] == {"token": None}  # never a secret
-    # embedded stores do not autoscale: one fixed replica
+    # by default: this machine only, and embedded stores, which do not autoscale
     local = yaml.safe_load(printed_config(serve_flow_config(
         module_parser("serve").parse_args([]))))
+    assert local["http_options"]["host"] == "127.0.0.1"
     assert local["applications"][0]["deployments"][0]["num_replicas"] == 1
 
 
