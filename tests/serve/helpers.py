@@ -15,6 +15,16 @@ def deploy(artifacts: Path, port: int, stores: StoresConfig) -> str:
     return run_app(artifacts, HTTPConfig(port=port), stores=stores)
 
 
+def embedded_stores(tmp: Path) -> StoresConfig:
+    """The default stores (Feast on SQLite, in-process filter and popularity, a local log),
+    kept under `tmp`."""
+    from serve.event_log import EventLogConfig
+    from serve.online import OnlineConfig
+
+    return StoresConfig(online=OnlineConfig(path=tmp / "online"),
+                        events=EventLogConfig(path=tmp / "events.jsonl"))
+
+
 def known_user(artifacts: Path) -> str:
     """A user the version has in its vocabulary."""
     bundle = load_bundle(artifacts)

@@ -12,10 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from serve.config import ServeConfig, StoresConfig
-from serve.event_log import EventLogConfig
-from serve.online import OnlineConfig
-from tests.serve.helpers import deploy, known_user
+from serve.config import ServeConfig
+from tests.serve.helpers import deploy, embedded_stores, known_user
 from train.artifacts import ArtifactError, load_bundle
 
 pytestmark = pytest.mark.ray
@@ -27,10 +25,8 @@ def server(tiny_artifacts: Path, serve_port: int, tmp_path_factory: pytest.TempP
     """The default stores: Feast on SQLite, in-process filter and popularity, a local log."""
     from ray import serve
 
-    tmp = tmp_path_factory.mktemp("serve")
-    stores = StoresConfig(online=OnlineConfig(path=tmp / "online"),
-                          events=EventLogConfig(path=tmp / "events.jsonl"))
-    yield deploy(tiny_artifacts.parent, serve_port, stores)
+    yield deploy(tiny_artifacts.parent, serve_port,
+                 embedded_stores(tmp_path_factory.mktemp("serve")))
     serve.delete("warmstart")
 
 

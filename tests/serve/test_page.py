@@ -12,9 +12,7 @@ from typing import Any
 
 import pytest
 
-from serve.config import HTTPConfig, StoresConfig
-from serve.event_log import EventLogConfig
-from serve.online import OnlineConfig
+from tests.serve.helpers import deploy, embedded_stores
 
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 pytestmark = [pytest.mark.ray, pytest.mark.skipif(
@@ -28,12 +26,8 @@ def server(tiny_artifacts: Path, serve_port: int, tmp_path_factory: pytest.TempP
            ) -> Iterator[str]:
     from ray import serve
 
-    from serve.app import run_app
-
-    tmp = tmp_path_factory.mktemp("page")
-    stores = StoresConfig(online=OnlineConfig(path=tmp / "online"),
-                          events=EventLogConfig(path=tmp / "events.jsonl"))
-    yield run_app(tiny_artifacts.parent, HTTPConfig(port=serve_port), stores=stores)
+    yield deploy(tiny_artifacts.parent, serve_port,
+                 embedded_stores(tmp_path_factory.mktemp("page")))
     serve.delete("warmstart")
 
 
