@@ -375,7 +375,7 @@ class Ingress:
 
     async def _promote(self, version: str, timeout_s: float = 300.0) -> dict[str, Any]:
         """Verify, materialize the online store, record, then switch every replica through
-        the app's own Serve config; answers once this replica serves the version."""
+        the app's own Serve config; answers once every replica serves the version."""
         t0 = time.perf_counter()
         current = self.live.live.state.version
         try:
@@ -397,6 +397,10 @@ class Ingress:
                 raise HTTPException(504, detail=f"version {version} not served after "
                                     f"{timeout_s:.0f} s; see the replicas' logs")
             await asyncio.sleep(0.05)
+        try:  # this replica serves it: now every other one
+            await asyncio.to_thread(deploy.wait_updated, timeout_s)
+        except TimeoutError as e:
+            raise HTTPException(504, detail=str(e)) from None
         return {"version": version, "previous": current,
                 "seconds": time.perf_counter() - t0}
 

@@ -161,6 +161,24 @@ def wait_running(timeout_s: float) -> None:
         time.sleep(0.5)
 
 
+def wait_updated(timeout_s: float = 300.0) -> None:
+    """Until every replica of the ingress runs the config last applied (Serve reports the
+    deployment HEALTHY once no replica is left on an older one)."""
+    from ray import serve
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        app = serve.status().applications.get(APP)
+        dep = app.deployments.get(DEPLOYMENT) if app else None
+        state = str(dep.status) if dep else "missing"
+        if state.endswith("HEALTHY") and not state.endswith("UNHEALTHY"):
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the {DEPLOYMENT} replicas are still {state} after "
+                               f"{timeout_s:.0f} s: {dep.message if dep else ''}")
+        time.sleep(0.05)
+
+
 def deployed_config() -> dict[str, Any]:
     """The config the running app was deployed with (the one `deploy` applied)."""
     from ray.serve._private.api import serve_start

@@ -69,10 +69,9 @@ def republish(src: Path, root: Path, version: str) -> Path:
     return dst
 
 
-@pytest.fixture(scope="module")
-def two_versions(tiny_artifacts: Path, tmp_path_factory: pytest.TempPathFactory
-                 ) -> Iterator[tuple[Path, str, str]]:
-    root = tmp_path_factory.mktemp("promote") / "artifacts"
+@pytest.fixture
+def two_versions(tiny_artifacts: Path, tmp_path: Path) -> Iterator[tuple[Path, str, str]]:
+    root = tmp_path / "artifacts"
     root.mkdir()
     v1, v2 = "v1-serving", "v2-candidate"
     republish(tiny_artifacts, root, v1)
@@ -82,19 +81,24 @@ def two_versions(tiny_artifacts: Path, tmp_path_factory: pytest.TempPathFactory
 
 
 @pytest.mark.ray
+@pytest.mark.parametrize("replicas", [1, 2])
 def test_promotion_under_load_fails_no_request(two_versions: tuple[Path, str, str],
                                                 tiny_artifacts: Path, serve_port: int,
-                                                tmp_path: Path) -> None:
+                                                tmp_path: Path, replicas: int) -> None:
+    """One replica on the embedded stores, or two on Redis: the promotion answers once every
+    replica serves the new version."""
     import httpx
     from ray import serve
 
     from serve.app import run_app
 
     root, v1, v2 = two_versions
-    stores = StoresConfig(online=OnlineConfig(path=tmp_path / "online"),
-                          events=EventLogConfig(path=tmp_path / "events.jsonl"))
+    redis = RedisServer(tmp_path / "redis") if replicas > 1 else None
+    stores = StoresConfig.redis(redis.url, online=OnlineConfig(path=tmp_path / "online")) \
+        if redis else StoresConfig(online=OnlineConfig(path=tmp_path / "online"),
+                                   events=EventLogConfig(path=tmp_path / "events.jsonl"))
     url = run_app(root, HTTPConfig(port=serve_port), stores=stores,
-                  admin=AdminConfig(token=TOKEN))
+                  replicas=ReplicaConfig(replicas=replicas), admin=AdminConfig(token=TOKEN))
     user = known_user(tiny_artifacts)
     answers: list[tuple[float, float, int, str]] = []  # (start, seconds, status, version)
     stop = threading.Event()
@@ -138,7 +142,8 @@ def test_promotion_under_load_fails_no_request(two_versions: tuple[Path, str, st
             assert all(v == v2 for t0, _, _, v in answers if t0 > t_served)
             before = [d for t0, d, _, _ in answers if t0 + d < t_promote]
             during = [d for t0, d, _, _ in answers if t_promote <= t0 <= t_served]
-            print(f"\npromotion: {len(answers)} requests from 8 clients, 0 failed; "
+            print(f"\npromotion, {replicas} replica(s): {len(answers)} requests from 8 "
+                  "clients, 0 failed; "
                   f"p99 {1000 * np.percentile(before, 99):.1f} ms before, "
                   f"{1000 * np.percentile(during or [0], 99):.1f} ms during the swap "
                   f"({len(during)} requests); promote -> served in "
@@ -162,6 +167,8 @@ def test_promotion_under_load_fails_no_request(two_versions: tuple[Path, str, st
     finally:
         stop.set()
         serve.delete("warmstart")
+        if redis:
+            redis.stop()
 
 
 def test_admin_routes_are_off_without_a_token(two_versions: tuple[Path, str, str]) -> None:
