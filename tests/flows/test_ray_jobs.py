@@ -13,6 +13,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -72,10 +73,45 @@ def s3() -> Iterator[S3Server]:
     server.stop()
 
 
+def stop_head(head: subprocess.Popen[bytes]) -> None:
+    os.killpg(head.pid, signal.SIGTERM)  # the head and every process it started
+    try:
+        head.wait(60)  # Ray drains for up to 30 s first
+    except subprocess.TimeoutExpired:
+        os.killpg(head.pid, signal.SIGKILL)
+        head.wait(10)
+
+
+def start_head(folder: Path, temp: str, env: dict[str, str]
+               ) -> tuple[subprocess.Popen[bytes], str]:
+    """A `ray start --head` on free ports; returns it and its job API's address once that
+    answers. `temp`, Ray's session folder, must be short: Ray's sockets live there, and a Unix
+    socket's path may not exceed 107 bytes (a deep pytest folder does, and the dashboard then
+    fails to start)."""
+    gcs, dashboard, client, agent = (free_port() for _ in range(4))
+    with (folder / "head.log").open("w") as log:
+        head = subprocess.Popen(
+            [RAY, "start", "--head", "--block", f"--port={gcs}",
+             f"--dashboard-port={dashboard}", "--dashboard-host=127.0.0.1",
+             f"--ray-client-server-port={client}", f"--dashboard-agent-listen-port={agent}",
+             "--num-cpus=4", f"--temp-dir={temp}"],
+            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    address = f"http://127.0.0.1:{dashboard}"
+    deadline = time.monotonic() + 180
+    while subprocess.run([RAY, "job", "list", "--address", address], env=env,
+                         capture_output=True, timeout=60).returncode != 0:
+        if head.poll() is not None or time.monotonic() > deadline:
+            if head.poll() is None:
+                stop_head(head)
+            raise RuntimeError("the head did not start:\n"
+                               + (folder / "head.log").read_text()[-3000:])
+        time.sleep(2)
+    return head, address
+
+
 @pytest.fixture(scope="module")
 def cluster(s3: S3Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     root = tmp_path_factory.mktemp("cluster")
-    gcs, dashboard, client, agent = (free_port() for _ in range(4))
     env = os.environ | s3.env | SERVE_FAST_ENV | {
         "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16),
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
@@ -83,31 +119,18 @@ def cluster(s3: S3Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
         storage.CACHE_ENV: str(root / "cache")}
     env.pop("RAY_ADDRESS", None)
-    log = (root / "head.log").open("w")
-    head = subprocess.Popen(
-        [RAY, "start", "--head", "--block", f"--port={gcs}", f"--dashboard-port={dashboard}",
-         "--dashboard-host=127.0.0.1", f"--ray-client-server-port={client}",
-         f"--dashboard-agent-listen-port={agent}", "--num-cpus=4",
-         f"--temp-dir={root / 'ray'}"],
-        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    c = Cluster(f"http://127.0.0.1:{dashboard}", env, root / "cache")
+    temp = tempfile.mkdtemp(prefix="ws-ray-", dir="/tmp")
     try:
-        deadline = time.monotonic() + 120
-        while c.ray("job", "list", "--address", c.address, timeout=60).returncode != 0:
-            assert head.poll() is None, (root / "head.log").read_text()[-3000:]
-            assert time.monotonic() < deadline, "the head did not start in 120 s"
-            time.sleep(2)
-        yield c
-    finally:
-        print("\nray job wall time per flow (s):", json.dumps(
-            {k: round(v, 1) for k, v in c.walls.items()}))
-        os.killpg(head.pid, signal.SIGTERM)  # the head and every process it started
+        head, address = start_head(root, temp, env)
+        c = Cluster(address, env, root / "cache")
         try:
-            head.wait(60)  # Ray drains for up to 30 s first
-        except subprocess.TimeoutExpired:
-            os.killpg(head.pid, signal.SIGKILL)
-            head.wait(10)
-        log.close()
+            yield c
+        finally:
+            print("\nray job wall time per flow (s):", json.dumps(
+                {k: round(v, 1) for k, v in c.walls.items()}))
+            stop_head(head)
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
 
 
 def test_generate_train_and_expand_run_as_jobs(cluster: Cluster, tmp_path: Path) -> None:
