@@ -200,7 +200,9 @@ ADMIN_ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": Unavailable, "description": "no or wrong bearer token"},
     404: {"model": Unavailable, "description": "admin routes are off: no token configured"},
     409: {"model": Unavailable, "description": "the version cannot serve (the reason); the "
-          "old one keeps serving"}}
+          "old one keeps serving"},
+    503: {"model": Unavailable, "description": "the artifacts' object store could not be "
+          "reached (which, and why); nothing switched: retry"}}
 
 
 # What a replica reads under the artifact root besides its version folder; a URI root
@@ -371,6 +373,8 @@ class Ingress:
             version = promotion.previous(root, current)
         except promotion.PromotionError as e:
             raise HTTPException(409, detail=str(e)) from None
+        except storage.StorageError as e:
+            raise HTTPException(503, detail=str(e)) from None
         return await self._promote(version)
 
     async def _promote(self, version: str, timeout_s: float = 300.0) -> dict[str, Any]:
@@ -381,14 +385,16 @@ class Ingress:
         try:
             root = await asyncio.to_thread(local_root, self.artifacts, version)
             bundle = await asyncio.to_thread(promotion.check, root, version)
+            await asyncio.to_thread(prepare_stores, bundle, self.stores, self.remote)
+            promotion.record(root, version, current)
+            if self.remote is not None:  # the history first: LATEST names a recorded one
+                for name in (promotion.HISTORY, "LATEST"):
+                    await asyncio.to_thread(storage.upload, root / name,
+                                            storage.join(self.remote, name))
         except promotion.PromotionError as e:
             raise HTTPException(409, detail=str(e)) from None
-        await asyncio.to_thread(prepare_stores, bundle, self.stores, self.remote)
-        promotion.record(root, version, current)
-        if self.remote is not None:  # the history first: LATEST names a recorded version
-            for name in (promotion.HISTORY, "LATEST"):
-                await asyncio.to_thread(storage.upload, root / name,
-                                        storage.join(self.remote, name))
+        except storage.StorageError as e:  # the artifacts' store: nothing switched, retry
+            raise HTTPException(503, detail=str(e)) from None
         await asyncio.to_thread(deploy.set_version, version)
         while self.live.live.state.version != version:
             if self.refused and self.refused["version"] == version:

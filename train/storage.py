@@ -39,6 +39,22 @@ WORKER_WRITTEN = ("_runs",)
 _MIRRORS: dict[Path, str] = {}  # local mirror root -> its URI, while a mirror is open
 
 Location = str | Path  # what a flag like --data or --artifacts holds
+CREDENTIALS = ("check the location and its credentials (for S3: AWS_ACCESS_KEY_ID, "
+               "AWS_SECRET_ACCESS_KEY, AWS_DEFAULT_REGION, and AWS_ENDPOINT_URL for an "
+               "S3-compatible store)")
+
+
+class StorageError(RuntimeError):
+    """A URI that could not be read or written: which one, why, and what to check."""
+
+
+@contextlib.contextmanager
+def _reaching(uri: str, kept: Path | None = None) -> Iterator[None]:
+    try:
+        yield
+    except OSError as e:
+        where = f"; this run's files are kept in {kept}" if kept is not None else ""
+        raise StorageError(f"{uri}: {e}; {CREDENTIALS}{where}") from e
 
 
 def is_uri(location: Location | None) -> bool:
@@ -143,6 +159,12 @@ def pull(uri: str, local: Path, exclude: Iterable[str] = (),
     size, mtime). Several processes may pull into one mirror at once."""
     exclude = tuple(exclude)
     only = None if only is None else tuple(only)
+    with _reaching(uri):
+        return _pull(uri, local, exclude, only)
+
+
+def _pull(uri: str, local: Path, exclude: tuple[str, ...], only: tuple[str, ...] | None
+          ) -> dict[str, tuple[int, int]]:
     fs, root = filesystem(uri)
     remote = _remote_files(fs, root)
     local.mkdir(parents=True, exist_ok=True)
@@ -174,8 +196,14 @@ def pull(uri: str, local: Path, exclude: Iterable[str] = (),
 def push(local: Path, uri: str, before: dict[str, tuple[int, int]],
          exclude: Iterable[str] = ()) -> tuple[int, int]:
     """Upload what changed in `local` since the snapshot `before` (new or rewritten files),
-    LATEST last, and delete from `uri` what was deleted locally; returns (uploaded, deleted)."""
-    exclude = tuple(exclude)
+    LATEST last, and delete from `uri` what was deleted locally; returns (uploaded, deleted).
+    A failure names the URI and keeps `local` as it is (nothing the run wrote is lost)."""
+    with _reaching(uri, kept=local):
+        return _push(local, uri, before, tuple(exclude))
+
+
+def _push(local: Path, uri: str, before: dict[str, tuple[int, int]],
+          exclude: tuple[str, ...]) -> tuple[int, int]:
     fs, root = filesystem(uri)
     now = _snapshot(local, exclude)
     changed = sorted((rel for rel, sig in now.items() if before.get(rel) != sig),
@@ -192,10 +220,12 @@ def push(local: Path, uri: str, before: dict[str, tuple[int, int]],
 
 def upload(local: Path, uri: str) -> None:
     """Upload the file or every file of the folder `local` to `uri` (overwriting)."""
-    fs, root = filesystem(uri)
-    files = [local] if local.is_file() else sorted(p for p in local.rglob("*") if p.is_file())
-    for p in files:
-        _write(fs, p, root if p == local else join(root, p.relative_to(local).as_posix()))
+    with _reaching(uri, kept=local):
+        fs, root = filesystem(uri)
+        files = [local] if local.is_file() else sorted(p for p in local.rglob("*")
+                                                       if p.is_file())
+        for p in files:
+            _write(fs, p, root if p == local else join(root, p.relative_to(local).as_posix()))
 
 
 def _write(fs: pafs.FileSystem, src_path: Path, dst: str) -> None:
@@ -207,9 +237,10 @@ def _write(fs: pafs.FileSystem, src_path: Path, dst: str) -> None:
 
 def remove(uri: str) -> None:
     """Delete the folder `uri` and everything under it (nothing when it does not exist)."""
-    fs, root = filesystem(uri)
-    if fs.get_file_info(root).type != pafs.FileType.NotFound:
-        fs.delete_dir(root)
+    with _reaching(uri):
+        fs, root = filesystem(uri)
+        if fs.get_file_info(root).type != pafs.FileType.NotFound:
+            fs.delete_dir(root)
 
 
 @contextlib.contextmanager

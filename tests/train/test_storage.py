@@ -113,3 +113,17 @@ def test_an_unreachable_store_names_the_uri_and_how_to_fix_it(monkeypatch: pytes
                                                               ) -> None:
     with pytest.raises(ValueError, match="nope://x"):
         storage.filesystem("nope://x/y")
+
+
+def test_a_store_that_refuses_the_upload_names_it_and_keeps_the_runs_files(
+        s3: S3Server, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for k, v in s3.env.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setenv(storage.CACHE_ENV, str(tmp_path / "cache"))
+    uri = "s3://no-such-bucket/artifacts"
+    with pytest.raises(storage.StorageError) as failed, \
+            storage.mirrored(uri, write=True) as local:
+        (local / "LATEST").write_text("v1")
+    message = str(failed.value)
+    assert uri in message and "AWS_ENDPOINT_URL" in message and str(local) in message
+    assert (local / "LATEST").read_text() == "v1"  # nothing the run wrote is lost
