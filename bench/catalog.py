@@ -40,8 +40,8 @@ class CatalogConfig:
     chunk: int = 65_536  # rows per item-tower call
 
 
-def replicate(bundle: Bundle, cfg: CatalogConfig) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
-    """(items, content, popularity) of `cfg.n_items` rows: the catalog first, then replicas
+def replicate(bundle: Bundle, cfg: CatalogConfig) -> tuple[pd.DataFrame, np.ndarray]:
+    """(items, content) of `cfg.n_items` rows: the catalog first, then replicas
     `syn0000000`, ... of its rows in turn; the replicas have no clicks yet."""
     if bundle.item_content is None:
         raise ValueError(f"version {bundle.version} has no item_content.npy; the synthetic "
@@ -62,12 +62,7 @@ def replicate(bundle: Bundle, cfg: CatalogConfig) -> tuple[pd.DataFrame, np.ndar
         rows = src[s:s + cfg.chunk]
         noise = rng.standard_normal((len(rows), orig.shape[1]), dtype=np.float32)
         content[n_orig + s:n_orig + s + len(rows)] = orig[rows] + noise * scale
-    base = bundle.popularity
-    if base is None:
-        base = np.zeros((n_orig, bundle.features.cardinalities["device"], 4), np.float32)
-    popularity = np.concatenate([base.astype(np.float32),
-                                 np.zeros((n_new, *base.shape[1:]), np.float32)])  # (I, D, H)
-    return pd.concat([bundle.items, new], ignore_index=True), content, popularity
+    return pd.concat([bundle.items, new], ignore_index=True), content
 
 
 @dataclass(frozen=True)
@@ -84,13 +79,10 @@ def million_bundle(bundle: Bundle, cfg: CatalogConfig | None = None) -> Million:
     vectors, an HNSW index (cached) and the exact index beside it."""
     cfg = cfg or CatalogConfig()
     t0 = time.perf_counter()
-    items, content, popularity = replicate(bundle, cfg)
+    items, content = replicate(bundle, cfg)
     n_new = len(items) - len(bundle.items)
-    demographic = (None if bundle.demographic is None else np.concatenate(
-        [bundle.demographic, np.zeros((n_new, *bundle.demographic.shape[1:]), np.float32)]))
-    big = replace(bundle, items=items, item_content=content, popularity=popularity,
-                  demographic=demographic,
-                  item_item=None if bundle.item_item is None else bundle.item_item.grown(n_new))
+    big = replace(bundle, items=items, item_content=content,
+                  sources=None if bundle.sources is None else bundle.sources.grown(n_new))
     key = f"{bundle.version}-{cfg.n_items}-{cfg.noise}-{cfg.seed}"
     folder = CACHE / key
     folder.mkdir(parents=True, exist_ok=True)

@@ -126,7 +126,7 @@ def ask(version: Path, tests: pd.DataFrame, workdir: Path) -> dict[str, Any]:
                                    None)
                 got = await pipeline.recommend(Request(user_id=user, device=device,
                                                        timestamp=when, k=K))
-                rows = [state.item_pos[i["item_id"]] for i in got["items"]]
+                rows = [state.item_pos[i.item_id] for i in got.items]
                 out[n][u, :len(rows)] = rows
         return out
 
@@ -138,7 +138,8 @@ def ask(version: Path, tests: pd.DataFrame, workdir: Path) -> dict[str, Any]:
                               ("item_id", "label"))
     counts = np.bincount(train.loc[train["label"] == 1, "item_id"].map(state.item_pos),
                          minlength=len(state.item_ids))
-    recent = bundle.popularity.sum(axis=(1, 2)) if bundle.popularity is not None else counts
+    sources = bundle.sources
+    recent = sources.popularity.sum(axis=(1, 2)) if sources is not None else counts
 
     def excluding_firsts(ranking: np.ndarray, n: int) -> np.ndarray:
         out = np.full((len(users), K), -1, np.int64)
@@ -161,8 +162,8 @@ def ask(version: Path, tests: pd.DataFrame, workdir: Path) -> dict[str, Any]:
             "popularity_recent": scores(excluding_firsts(
                 np.argsort(-recent, kind="stable")[:K + 3], n)),
         }
-    result["blend"] = {k: v.chosen for k, v in bundle.blend.segments.items()} \
-        if bundle.blend else {}
+    result["blend"] = {k: v.chosen for k, v in sources.blend.segments.items()} \
+        if sources is not None else {}
     return result
 
 

@@ -64,7 +64,7 @@ def base_version(root: Path, data: Path) -> tuple[Path, str]:
 
 
 def quality(version: Path, data: Path) -> dict[str, Any]:
-    return evaluate(load_bundle(version), data, EvalConfig(split=RETRAIN))
+    return evaluate(load_bundle(version), data, EvalConfig(split=RETRAIN)).to_dict()
 
 
 def epoch_seconds(version: Path) -> str:
@@ -106,7 +106,7 @@ def main() -> None:
                                       reuse_steps=False))
         t_re = time.perf_counter() - t0
 
-        versions = {"base 0-8": base, "finetune +9": Path(tuned["path"]),
+        versions = {"base 0-8": base, "finetune +9": tuned.path,
                     "retrain 0-9": retrained}
         scores = {name: quality(v, data) for name, v in versions.items()}
 
@@ -117,9 +117,9 @@ def main() -> None:
     lines = [f"fine-tuning vs retraining, --scale {args.scale}  ({machine()})",
              f"  {origin}: {describe_data(data)}",
              f"  base      {base.name} ({how})",
-             f"  finetune  {tuned['version']}: "
-             f"{'promoted' if tuned['promoted'] else 'not promoted'} on days 10-11 ("
-             + ", ".join(f"{m} {b:.4f} -> {a:.4f}" for m, (b, a) in tuned["compare"].items())
+             f"  finetune  {tuned.version}: "
+             f"{'promoted' if tuned.promoted else 'not promoted'} on days 10-11 ("
+             + ", ".join(f"{m} {b:.4f} -> {a:.4f}" for m, (b, a) in tuned.compare.items())
              + ")",
              f"  retrain   {retrained.name}",
              f"    {'test days ' + ', '.join(map(str, RETRAIN.test)):<28}"
@@ -137,12 +137,12 @@ def main() -> None:
                - metric(scores["retrain 0-9"]["ranking"], "dlrm", "overall", "auc"))
     ratio = t_ft / t_re
     lines += [
-        f"  in epochs: finetune {epoch_seconds(Path(tuned['path']))}",
+        f"  in epochs: finetune {epoch_seconds(Path(tuned.path))}",
         f"             retrain  {epoch_seconds(retrained)}",
         f"  AUC finetune - retrain = {auc_gap:+.4f} (goal >= -0.01: "
         f"{'met' if auc_gap >= -0.01 else 'missed'}); time finetune / retrain = {ratio:.2f} "
         f"(goal < 0.33: {'met' if ratio < 1 / 3 else 'missed'}; finetune() reports "
-        f"{tuned['seconds']:.1f} s)",
+        f"{tuned.seconds:.1f} s)",
         f"  {mem.report()} (over the whole bench)",
         f"  {load_line(load)}",
     ]

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bench.seen import redis_server
+from bench.redis_server import redis_server
 from serve.online import OnlineConfig, materialize, open_online
 from train.features import Features, UserTable
 
@@ -68,7 +68,7 @@ def run(bundle: Any, cfg: OnlineConfig, reads: int) -> list[tuple[str, float, fl
     rng = np.random.default_rng(1)
     order = [ids[i] for i in rng.integers(0, len(ids), reads + 50)]
     stats = materialize(bundle, cfg)
-    print(f"  materialized {stats['users']} users into {cfg.store} in {stats['seconds']:.2f} s")
+    print(f"  materialized {stats.users} users into {cfg.store} in {stats.seconds:.2f} s")
     rows = []
     for read in ("sdk", "online_read"):
         online = open_online(replace(cfg, read=read), bundle)

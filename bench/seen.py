@@ -19,13 +19,13 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from bench import report
+from bench.redis_server import redis_server, redisbloom_module
 from serve.seen import (
     BitmapFilter,
     MemoryFilter,
@@ -33,21 +33,9 @@ from serve.seen import (
     SeenConfig,
     SeenFilter,
 )
-from tests.redis_server import RedisServer, redisbloom_module
 
 CANDIDATES = 300
 PAGE = 10
-
-
-@contextmanager
-def redis_server(folder: Path, module: Path | None = None) -> Iterator[str]:
-    """A throwaway redis-server on a free port (nothing saved), with the RedisBloom module
-    when `module` is given; yields its URL."""
-    server = RedisServer(folder, bloom=module is not None)
-    try:
-        yield server.url
-    finally:
-        server.stop()
 
 
 def timings(fn: Callable[[], object], n: int) -> np.ndarray:

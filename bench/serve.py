@@ -185,8 +185,8 @@ def event_to_effect(base_url: str, users: list[str], trials: int) -> dict[str, f
 def run_ray_mode(args: argparse.Namespace) -> None:
     """Child: one Serve mode on its own Ray; writes its rows and checks to --out."""
     from flows.runtime import RayConfig, start_ray
-    from serve.app import run_app
     from serve.config import HTTPConfig, StoresConfig
+    from serve.deploy import run_app
 
     spec = json.loads(Path(args.spec).read_text())
     mode, seconds, port = args.child_mode, args.seconds, free_port()
@@ -217,15 +217,16 @@ def run_uvicorn(args: argparse.Namespace) -> None:
     """Child: the in-process pipeline (or the no-op) under plain uvicorn, one worker."""
     import uvicorn
 
-    from serve.app import plain_app, start_pipeline
+    from serve.app import plain_app
     from serve.config import ServeConfig, StoresConfig
+    from serve.versions import open_pipeline
 
     spec = json.loads(Path(args.spec).read_text())
     if args.child_mode == "noop":
         api = plain_noop()
     else:
         stores = StoresConfig.from_dict(spec["stores"]["embedded"])
-        api = plain_app(start_pipeline(spec["artifacts"], ServeConfig(), stores))
+        api = plain_app(open_pipeline(spec["artifacts"], ServeConfig(), stores))
     uvicorn.run(api, host="127.0.0.1", port=args.port, log_level="warning", access_log=False)
 
 
@@ -413,13 +414,12 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from bench.seen import redis_server
+    from bench.redis_server import redis_server, redisbloom_module
     from flows.layout import DEMO
-    from serve.app import start_pipeline
     from serve.config import ServeConfig, StoresConfig
     from serve.event_log import EventLogConfig
     from serve.online import OnlineConfig, materialize
-    from tests.redis_server import redisbloom_module
+    from serve.versions import open_pipeline
     from train.artifacts import load_bundle
 
     artifacts = (args.artifacts or DEMO / "artifacts").resolve()
@@ -474,7 +474,7 @@ def run(args: argparse.Namespace) -> None:
         print("in-process stages", flush=True)
         stage_lines = []
         for name, stores in (("embedded", embedded), ("redis", on_redis)):
-            pipeline = start_pipeline(artifacts, ServeConfig(), stores)
+            pipeline = open_pipeline(artifacts, ServeConfig(), stores)
             stage, ms = in_process(pipeline, bodies(users, args.stage_requests, seed=2))
             stage_lines.append(f"  {name:<9}" + "".join(f"{v:>9.3f}" for v in stage.values())
                                + f"{sum(stage.values()):>9.3f}{np.percentile(ms, 50):>9.3f}"

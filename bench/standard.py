@@ -232,7 +232,7 @@ def warmstart(data: Path, workdir: Path, s: Split3) -> list[dict[str, Any]]:
             req = Request(user_id=uid, device="unknown",
                           timestamp=pd.Timestamp(first[s.user_ids[u]]).to_pydatetime(), k=K)
             got = await pipeline.recommend(req)
-            served[n] = col_of[[state.item_pos[i["item_id"]] for i in got["items"]]]
+            served[n] = col_of[[state.item_pos[i.item_id] for i in got.items]]
             ranked = await pipeline.ranked(req)
             best = ranked.cands.rows[np.argsort(-ranked.signals[:, SIGNALS.index("dlrm")],
                                                 kind="stable")[:K]]
@@ -246,8 +246,9 @@ def warmstart(data: Path, workdir: Path, s: Split3) -> list[dict[str, Any]]:
     users = bundle.features.user_features(ids.astype(object), bundle.user_table)
     tt = top_k(_rows(user_vectors(bundle.two_tower, users) @ vectors.T, test_users,
                      len(s.user_ids)), x_train, test_users)
-    ii = bundle.item_item.score_matrix(bundle.histories.matrix(len(state.item_ids))
-                                       )[:, item_row] if bundle.item_item else None
+    sources = bundle.sources
+    ii = sources.item_item.score_matrix(sources.histories.matrix(len(state.item_ids))
+                                        )[:, item_row] if sources is not None else None
     rows_of = bundle.user_table.positions(s.user_ids.astype(str).astype(object))
     ii_top = (top_k(ii[np.maximum(rows_of, 0)], x_train, test_users) if ii is not None
               else None)
@@ -257,12 +258,12 @@ def warmstart(data: Path, workdir: Path, s: Split3) -> list[dict[str, Any]]:
            {"name": "warmstart served (blend)", "quality": quality(served, test_rel),
             "wall_s": train_s + serve_s, "train_s": train_s, "serve_s": serve_s,
             "version": folder.name,
-            "blend": {k: v.chosen for k, v in bundle.blend.segments.items()}
-            if bundle.blend else {}}]
-    if ii_top is not None:
-        out.insert(1, {"name": f"warmstart item-item alone ({bundle.item_item.kind}, l2 "
-                               f"{bundle.item_item.l2:g})", "quality": quality(ii_top,
-                                                                              test_rel)})
+            "blend": {k: v.chosen for k, v in sources.blend.segments.items()}
+            if sources is not None else {}}]
+    if ii_top is not None and sources is not None:
+        out.insert(1, {"name": f"warmstart item-item alone ({sources.item_item.kind}, l2 "
+                               f"{sources.item_item.l2:g})", "quality": quality(ii_top,
+                                                                               test_rel)})
     return out
 
 

@@ -79,7 +79,8 @@ def step_seconds(artifacts: Path, since: float) -> dict[str, float]:
 
 
 def epochs(metrics: dict[str, Any], model: str) -> list[dict[str, Any]]:
-    """Per-epoch history of `model`: train() stores {"epochs": [...]}, finetune() the list."""
+    """Per-epoch history of `model`: {"epochs": [...]}, or the bare list (versions that
+    `finetune()` published before it stored the same form as `train()`)."""
     history = metrics.get(f"{model}_epochs", [])
     return history["epochs"] if isinstance(history, dict) else history
 

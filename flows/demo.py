@@ -14,7 +14,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from flows.evaluate import format_report
+import pandas as pd
+
+from flows.evaluate import EvalReport, format_report
 from flows.expand import ExpandConfig, expand
 from flows.generate import GenerateConfig, generate
 from flows.layout import DEMO, EVENTS, ITEMS, USERS, Split, read_interactions
@@ -72,69 +74,17 @@ def expand_some(data: Path, artifacts: Path, users: int) -> str | None:
 def demo(cfg: DemoConfig) -> dict[str, Any]:
     from ray import serve
 
-    from serve.app import run_app
-
     if cfg.scale not in DEMO_SCALES:
         raise ValueError(f"the demo runs at scale {' or '.join(DEMO_SCALES)}, not {cfg.scale!r}")
     t0 = time.perf_counter()
-    scale, seed = cfg.scale, cfg.seed
     data, artifacts = cfg.workdir / "data", cfg.workdir / "artifacts"
     with start_ray():
-        print(f"[demo] 1/5 generate ({scale})", flush=True)
-        # The demo owns its workdir: a rerun replaces the previous run's data.
-        stats = generate(GenerateConfig(out=data, scale=scale, seed=seed, overwrite=True))
-        print(f"[demo]   {int(stats['impressions']):,} impressions, {int(stats['users']):,} "
-              f"users, {int(stats['items']):,} items in {stats['seconds']:.1f} s", flush=True)
-        print("[demo] 2/5 train, index and evaluate", flush=True)
-        folder = train(TrainConfig(data=data, artifacts=artifacts))
-        manifest = json.loads((folder / "manifest.json").read_text())
-        print(format_report(manifest["metrics"]["evaluation"]), flush=True)
-
+        generate_data(cfg, data)  # 1
+        train_and_evaluate(data, artifacts)  # 2
         print("[demo] 3/5 expand sparse users' interests with the LLM", flush=True)
         sparse_user = expand_some(data, artifacts, users=cfg.expand_users)
-
-        print("[demo] 4/5 serve", flush=True)
-        stores = StoresConfig(events=EventLogConfig(path=cfg.workdir / EVENTS))
-        url = run_app(artifacts, HTTPConfig(port=cfg.port), stores=stores)
-        print(f"[demo]   {url}/healthz -> "
-              f"{urllib.request.urlopen(url + '/healthz', timeout=30).read().decode()}")
-        print("[demo] 5/5 requests", flush=True)
-        import pandas as pd
-
-        known = str(pd.read_parquet(data / USERS)["user_id"].iloc[0])
-        catalog = pd.read_parquet(data / ITEMS).set_index("item_id")
-        bodies = [{"user_id": known, "device": "web", "timestamp": "2026-01-19T09:30:00",
-                   "k": 5},
-                  {"user_id": known, "device": "ios", "timestamp": "2026-01-19T21:30:00",
-                   "k": 5},
-                  {"user_id": "someone-new", "device": "android", "k": 5}]
-        if sparse_user:
-            bodies.append({"user_id": sparse_user, "device": "web", "k": 5})
-        def show(body: dict[str, Any]) -> dict[str, Any]:
-            answer = post(url + "/recommend", body)
-            items = ", ".join(f"{i['item_id']} {catalog.loc[i['item_id'], 'category']}/"
-                              f"{catalog.loc[i['item_id'], 'style']} ({i['score']:.2f}, "
-                              f"{i['source']})"
-                              for i in answer["items"])
-            print(f"[demo]   {json.dumps(body)}\n[demo]     known_user={answer['known_user']} "
-                  f"version={answer['model_version']}: {items}", flush=True)
-            return answer
-
-        answers = [show(body) for body in bodies]
-        # A click: the clicked item leaves the answer and the user's interests shift to its
-        # category, from the very next request.
-        clicked = answers[0]["items"][0]["item_id"]
-        t_click = time.perf_counter()
-        ack = post(url + "/events", {"user_id": known, "item_id": clicked, "event": "click",
-                                     "device": "web"})
-        print(f"[demo]   POST /events click {clicked} "
-              f"({catalog.loc[clicked, 'category']}) -> logged as {ack['id']}", flush=True)
-        answers.append(show(bodies[0]))
-        after = [i["item_id"] for i in answers[-1]["items"]]
-        print(f"[demo]   event to changed answer: {1000 * (time.perf_counter() - t_click):.0f} "
-              f"ms; {clicked} is {'still there' if clicked in after else 'gone'}", flush=True)
-        # Diversity: the same user, sampled from the ranked candidates instead of the top 5.
-        answers.append(show(bodies[0] | {"diversity": 0.5}))
+        url = serve_app(cfg, artifacts)  # 4
+        answers = requests(url, data, sparse_user)  # 5
         print(f"[demo] the demo page: {url}/ (API docs: {url}/docs)", flush=True)
         if cfg.keep_serving:
             print("[demo] serving until Ctrl-C", flush=True)
@@ -147,6 +97,72 @@ def demo(cfg: DemoConfig) -> dict[str, Any]:
     print(f"[demo] done in {time.perf_counter() - t0:.0f} s; data in {data}, models in "
           f"{artifacts}")
     return {"answers": answers, "seconds": time.perf_counter() - t0}
+
+
+def generate_data(cfg: DemoConfig, data: Path) -> None:
+    print(f"[demo] 1/5 generate ({cfg.scale})", flush=True)
+    # The demo owns its workdir: a rerun replaces the previous run's data.
+    stats = generate(GenerateConfig(out=data, scale=cfg.scale, seed=cfg.seed, overwrite=True))
+    print(f"[demo]   {int(stats['impressions']):,} impressions, {int(stats['users']):,} "
+          f"users, {int(stats['items']):,} items in {stats['seconds']:.1f} s", flush=True)
+
+
+def train_and_evaluate(data: Path, artifacts: Path) -> None:
+    print("[demo] 2/5 train, index and evaluate", flush=True)
+    folder = train(TrainConfig(data=data, artifacts=artifacts))
+    manifest = json.loads((folder / "manifest.json").read_text())
+    print(format_report(EvalReport.from_dict(manifest["metrics"]["evaluation"])), flush=True)
+
+
+def serve_app(cfg: DemoConfig, artifacts: Path) -> str:
+    from serve.deploy import run_app
+
+    print("[demo] 4/5 serve", flush=True)
+    stores = StoresConfig(events=EventLogConfig(path=cfg.workdir / EVENTS))
+    url = run_app(artifacts, HTTPConfig(port=cfg.port), stores=stores)
+    print(f"[demo]   {url}/healthz -> "
+          f"{urllib.request.urlopen(url + '/healthz', timeout=30).read().decode()}")
+    return url
+
+
+def requests(url: str, data: Path, sparse_user: str | None) -> list[dict[str, Any]]:
+    """5. A known user on two devices, a stranger and an expanded user; then a click, the
+    answer after it, and the same user with diversity sampling."""
+    print("[demo] 5/5 requests", flush=True)
+    known = str(pd.read_parquet(data / USERS)["user_id"].iloc[0])
+    catalog = pd.read_parquet(data / ITEMS).set_index("item_id")
+    bodies = [{"user_id": known, "device": "web", "timestamp": "2026-01-19T09:30:00", "k": 5},
+              {"user_id": known, "device": "ios", "timestamp": "2026-01-19T21:30:00", "k": 5},
+              {"user_id": "someone-new", "device": "android", "k": 5}]
+    if sparse_user:
+        bodies.append({"user_id": sparse_user, "device": "web", "k": 5})
+    answers = [show(url, catalog, body) for body in bodies]
+    # A click: the clicked item leaves the answer and the user's interests shift to its
+    # category, from the very next request.
+    clicked = answers[0]["items"][0]["item_id"]
+    t_click = time.perf_counter()
+    ack = post(url + "/events", {"user_id": known, "item_id": clicked, "event": "click",
+                                 "device": "web"})
+    print(f"[demo]   POST /events click {clicked} ({catalog.loc[clicked, 'category']}) -> "
+          f"logged as {ack['id']}", flush=True)
+    answers.append(show(url, catalog, bodies[0]))
+    after = [i["item_id"] for i in answers[-1]["items"]]
+    print(f"[demo]   event to changed answer: {1000 * (time.perf_counter() - t_click):.0f} "
+          f"ms; {clicked} is {'still there' if clicked in after else 'gone'}", flush=True)
+    # Diversity: the same user, sampled from the ranked candidates instead of the top 5.
+    answers.append(show(url, catalog, bodies[0] | {"diversity": 0.5}))
+    return answers
+
+
+def show(url: str, catalog: pd.DataFrame, body: dict[str, Any]) -> dict[str, Any]:
+    """POST /recommend, the answer printed with each item's category and style."""
+    answer = post(url + "/recommend", body)
+    items = ", ".join(f"{i['item_id']} {catalog.loc[i['item_id'], 'category']}/"
+                      f"{catalog.loc[i['item_id'], 'style']} ({i['score']:.2f}, {i['source']})"
+                      for i in answer["items"])
+    print(f"[demo]   {json.dumps(body)}\n[demo]     known_user={answer['known_user']} "
+          f"version={answer['model_version']}: {items}", flush=True)
+    return answer
 
 
 def add_args(p: argparse.ArgumentParser) -> None:

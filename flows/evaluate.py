@@ -54,7 +54,105 @@ class EvalConfig:
     seed: int = 0
 
 
-def evaluate(bundle: Bundle, data: Path, cfg: EvalConfig | None = None) -> dict[str, Any]:
+Figures = dict[str, dict[str, float]]  # slice -> metric -> value
+
+
+@dataclass(frozen=True)
+class RetrievalReport:
+    """Recall and NDCG at 10 and `k` of each method's lists, per slice of test users."""
+
+    k: int
+    users: int
+    cold_users: int
+    new_users: int
+    few_users: int
+    history_excluded: bool  # each user's own items left out of every list
+    methods: dict[str, Figures]  # "serving", "two_tower", "popularity", ... (METHODS)
+
+    def figure(self, method: str, metric: str, slice: str = "overall") -> float:
+        """One figure: `metric` ("recall@10", f"ndcg@{k}", ...) of `method` in `slice`."""
+        return self.methods[method][slice][metric]
+
+
+@dataclass(frozen=True)
+class RankingReport:
+    """AUC and log loss of click scores on test impressions, per slice."""
+
+    impressions: int
+    cold_impressions: int
+    methods: dict[str, Figures]  # "dlrm", "popularity", "oracle"
+
+    def figure(self, method: str, metric: str, slice: str = "overall") -> float:
+        return self.methods[method][slice][metric]
+
+
+@dataclass(frozen=True)
+class DiversityFigures:
+    ndcg_at_10: float
+    category_diversity: float  # share of item pairs in a list from different categories
+    categories_per_list: float
+
+
+@dataclass(frozen=True)
+class DiversityReport:
+    """The serving path's top 10 at each diversity setting (0 = top-k by score)."""
+
+    users: int
+    settings: dict[str, DiversityFigures]  # str(setting) -> figures
+
+
+_COUNTS = {"retrieval": ("k", "users", "cold_users", "new_users", "few_users",
+                         "history_excluded"),
+           "ranking": ("impressions", "cold_impressions")}
+
+
+@dataclass(frozen=True)
+class EvalReport:
+    """What `warmstart evaluate` measures on a version's test days. Its JSON form (`to_dict`,
+    `from_dict`) is what a version's manifest keeps under `metrics["evaluation"]`: each
+    part's counts beside its methods' figures."""
+
+    retrieval: RetrievalReport
+    ranking: RankingReport
+    diversity: DiversityReport | None
+    test_days: tuple[int, ...]
+    oracle: bool  # the data has ground truth: oracle rows are present
+
+    def to_dict(self) -> dict[str, Any]:  # JSON: the manifest's form
+        div = self.diversity
+        return {
+            "retrieval": {n: getattr(self.retrieval, n) for n in _COUNTS["retrieval"]}
+            | self.retrieval.methods,
+            "ranking": {n: getattr(self.ranking, n) for n in _COUNTS["ranking"]}
+            | self.ranking.methods,
+            "diversity": {} if div is None else {"users": div.users, "settings": {
+                d: {"ndcg@10": f.ndcg_at_10, "category_diversity": f.category_diversity,
+                    "categories_per_list": f.categories_per_list}
+                for d, f in div.settings.items()}},
+            "test_days": list(self.test_days),
+            "oracle": self.oracle,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> EvalReport:
+        r, g, div = d["retrieval"], d["ranking"], d.get("diversity") or {}
+        return cls(
+            retrieval=RetrievalReport(
+                k=r["k"], users=r["users"], cold_users=r["cold_users"],
+                new_users=r.get("new_users", 0), few_users=r.get("few_users", 0),
+                history_excluded=bool(r.get("history_excluded", False)),
+                methods={m: v for m, v in r.items() if m not in _COUNTS["retrieval"]}),
+            ranking=RankingReport(
+                impressions=g["impressions"], cold_impressions=g["cold_impressions"],
+                methods={m: v for m, v in g.items() if m not in _COUNTS["ranking"]}),
+            diversity=DiversityReport(div["users"], {
+                s: DiversityFigures(f["ndcg@10"], f["category_diversity"],
+                                    f["categories_per_list"])
+                for s, f in div["settings"].items()}) if div else None,
+            test_days=tuple(d["test_days"]), oracle=bool(d["oracle"]))
+
+
+def evaluate(bundle: Bundle, data: Path, cfg: EvalConfig | None = None) -> EvalReport:
     cfg = cfg or EvalConfig()
     rng = np.random.default_rng(cfg.seed)
     items = bundle.items
@@ -81,13 +179,10 @@ def evaluate(bundle: Bundle, data: Path, cfg: EvalConfig | None = None) -> dict[
     prior = clicks.sum() / max(shows.sum(), 1)
     ctr = (clicks + 20 * prior) / (shows + 20)
 
-    return {
-        "retrieval": _retrieval(bundle, test, world, clicks, item_pos, cfg, rng),
-        "ranking": _ranking(bundle, test, ctr, item_pos, cfg, rng),
-        "diversity": _diversity(bundle, test, item_pos, cfg, rng),
-        "test_days": list(cfg.split.test),
-        "oracle": world is not None,
-    }
+    return EvalReport(retrieval=_retrieval(bundle, test, world, clicks, item_pos, cfg, rng),
+                      ranking=_ranking(bundle, test, ctr, item_pos, cfg, rng),
+                      diversity=_diversity(bundle, test, item_pos, cfg, rng),
+                      test_days=tuple(cfg.split.test), oracle=world is not None)
 
 
 def _world(data: Path, items: pd.DataFrame) -> World | None:
@@ -103,7 +198,7 @@ FEW = (1, 3)  # clicks known of a user in the "few" slice
 
 def _retrieval(bundle: Bundle, test: pd.DataFrame, world: World | None, clicks: np.ndarray,
                item_pos: dict[str, int], cfg: EvalConfig, rng: np.random.Generator
-               ) -> dict[str, Any]:
+               ) -> RetrievalReport:
     """Recall and NDCG at 10 and K of each sampled test user's clicked items.
 
     Slices: cold users (no training interactions); new users (nothing at all known of them);
@@ -118,9 +213,37 @@ def _retrieval(bundle: Bundle, test: pd.DataFrame, world: World | None, clicks: 
     clicked = clicked[clicked["user_id"].isin(users)]
     first = clicked.sort_values("ts", kind="stable").drop_duplicates("user_id").set_index(
         "user_id").loc[users]  # each user's first test click: the context of their request
-    rows = clicked["item_id"].map(item_pos)
-    exclude = bundle.blend is not None and bundle.blend.exclude_history
+    exclude = bundle.sources is not None and bundle.sources.blend.exclude_history
     history = _histories(bundle, users) if exclude else [np.zeros(0, np.int64)] * len(users)
+    relevant = _relevant(clicked, users, history, item_pos)
+    cold = ~np.isin(users, list(bundle.features.users))
+    new = first["interactions"].to_numpy() == 0
+    few = first["clicks"].between(*FEW).to_numpy()
+    tops, masked_top = _lists(bundle, users, first, history, clicks, world, cfg)
+    keeps = {"cold": cold, "new": new, "few": few, "masked": ~cold}
+    methods: dict[str, Figures] = {}
+    for name, top in tops.items():
+        methods[name] = {}
+        for sl in SLICES:
+            rel = relevant.get(sl, relevant["overall"])
+            t = masked_top if (sl == "masked" and name == "two_tower") else top
+            keep = keeps.get(sl, np.ones(len(users), bool))
+            if not any(len(r) for r, kept in zip(rel, keep, strict=True) if kept):
+                continue  # no clicks in this slice (a device the data lacks, no cold users)
+            methods[name][sl] = {
+                f"{metric}@{kk}": _nanmean(fn(t, rel, kk)[keep])
+                for kk in (10, cfg.k) for metric, fn in (("recall", recall_at_k),
+                                                         ("ndcg", ndcg_at_k))}
+    return RetrievalReport(k=cfg.k, users=int(len(users)), cold_users=int(cold.sum()),
+                           new_users=int(new.sum()), few_users=int(few.sum()),
+                           history_excluded=exclude, methods=methods)
+
+
+def _relevant(clicked: pd.DataFrame, users: np.ndarray, history: list[np.ndarray],
+              item_pos: dict[str, int]) -> dict[str, list[np.ndarray]]:
+    """Per slice ("overall" and each device), each user's distinct clicked catalog rows, less
+    their history (when it is left out of the lists)."""
+    rows = clicked["item_id"].map(item_pos)
 
     def unique(r: pd.Series) -> pd.Series:
         return r.groupby(clicked["user_id"]).apply(lambda s: np.unique(s.to_numpy()))
@@ -132,12 +255,16 @@ def _retrieval(bundle: Bundle, test: pd.DataFrame, world: World | None, clicks: 
         on = unique(rows[clicked["device"] == device])
         relevant[device] = [np.setdiff1d(on.get(u, np.array([], dtype=np.int64)), h)
                             for u, h in zip(users, history, strict=True)]
-    cold = ~np.isin(users, list(bundle.features.users))
-    new = first["interactions"].to_numpy() == 0
-    few = first["clicks"].between(*FEW).to_numpy()
+    return relevant
+
+
+def _lists(bundle: Bundle, users: np.ndarray, first: pd.DataFrame, history: list[np.ndarray],
+           clicks: np.ndarray, world: World | None, cfg: EvalConfig
+           ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """(U, k) each method's list per user, and the Two-Tower's with every user masked to
+    OOV."""
     k = cfg.k
     deep = k + max((len(h) for h in history), default=0)  # enough left after excluding
-
     u_cols = bundle.features.user_features(users, bundle.user_table)
     masked_cols = {name: np.zeros_like(v) for name, v in u_cols.items()}  # all OOV
     ranked = {
@@ -156,32 +283,15 @@ def _retrieval(bundle: Bundle, test: pd.DataFrame, world: World | None, clicks: 
                              "folder regenerated after training?")
         expected = world.expected_clicks(uidx.to_numpy(np.int64))  # U, I
         tops["oracle"] = np.argsort(-expected, axis=1)[:, :k]
-
-    out: dict[str, Any] = {"k": k, "users": int(len(users)), "cold_users": int(cold.sum()),
-                           "new_users": int(new.sum()), "few_users": int(few.sum()),
-                           "history_excluded": exclude}
-    for name, top in tops.items():
-        out[name] = {}
-        for sl in SLICES:
-            rel = relevant.get(sl, relevant["overall"])
-            t = masked_top if (sl == "masked" and name == "two_tower") else top
-            keep = {"cold": cold, "new": new, "few": few, "masked": ~cold}.get(
-                sl, np.ones(len(users), bool))
-            if not any(len(r) for r, kept in zip(rel, keep, strict=True) if kept):
-                continue  # no clicks in this slice (a device the data lacks, no cold users)
-            out[name][sl] = {
-                f"{metric}@{kk}": _nanmean(fn(t, rel, kk)[keep])
-                for kk in (10, k) for metric, fn in (("recall", recall_at_k),
-                                                     ("ndcg", ndcg_at_k))}
-    return out
+    return tops, masked_top
 
 
 def _histories(bundle: Bundle, users: np.ndarray) -> list[np.ndarray]:
     """Each user's items in the version (train and validation clicks), [] for a stranger."""
-    if bundle.histories is None:
+    if bundle.sources is None:
         return [np.zeros(0, np.int64)] * len(users)
     rows = bundle.user_table.positions(np.asarray(users, dtype=object))
-    return [bundle.histories.row(int(r)).astype(np.int64) for r in rows]
+    return [bundle.sources.histories.row(int(r)).astype(np.int64) for r in rows]
 
 
 def _without(ranked: np.ndarray, history: list[np.ndarray], k: int) -> np.ndarray:
@@ -201,10 +311,11 @@ def _popularity_variants(bundle: Bundle, first: pd.DataFrame, u_cols: dict[str, 
     from serve.popularity import Demographic, Popularity
 
     out: dict[str, np.ndarray] = {}
-    if bundle.popularity is None:
+    sources = bundle.sources
+    if sources is None:
         return out
-    pop = Popularity(bundle.popularity, bundle.item_rows["category"])
-    overall = bundle.popularity.sum(axis=(1, 2))
+    pop = Popularity(sources.popularity, bundle.item_rows["category"])
+    overall = sources.popularity.sum(axis=(1, 2))
     out["popularity_recent"] = np.tile(np.argsort(-overall, kind="stable")[:n],
                                        (len(first), 1))
     time_known = bundle.features.time_known
@@ -213,11 +324,10 @@ def _popularity_variants(bundle: Bundle, first: pd.DataFrame, u_cols: dict[str, 
            for d, t in zip(first["device"], first["ts"], strict=True)]
     out["popularity_context"] = np.stack([pop.top(c.device_index, c.hour, None, n)
                                           for c in ctx])
-    if bundle.demographic is not None:
-        demo = Demographic(bundle.demographic)
-        out["popularity_demographic"] = np.stack([
-            demo.top(int(a), int(g), n) for a, g in zip(u_cols["age_bucket"], u_cols["gender"],
-                                                        strict=True)])
+    demo = Demographic(sources.demographic)
+    out["popularity_demographic"] = np.stack([
+        demo.top(int(a), int(g), n) for a, g in zip(u_cols["age_bucket"], u_cols["gender"],
+                                                    strict=True)])
     return out
 
 
@@ -237,7 +347,7 @@ def _serving(bundle: Bundle, first: pd.DataFrame, users: np.ndarray, k: int) -> 
         for n, (u, r) in enumerate(zip(users, first.itertuples(), strict=True)):
             ts = pd.Timestamp(r.ts).to_pydatetime() if pd.notna(r.ts) else None
             a = await pipeline.recommend(Request(user_id=u, device=r.device, timestamp=ts, k=k))
-            got = [state.item_pos[i["item_id"]] for i in a["items"]]
+            got = [state.item_pos[i.item_id] for i in a.items]
             out[n, :len(got)] = got
         return out
 
@@ -249,7 +359,7 @@ def _nanmean(x: np.ndarray) -> float:
 
 
 def _ranking(bundle: Bundle, test: pd.DataFrame, ctr: np.ndarray, item_pos: dict[str, int],
-             cfg: EvalConfig, rng: np.random.Generator) -> dict[str, Any]:
+             cfg: EvalConfig, rng: np.random.Generator) -> RankingReport:
     """AUC and log loss on test impressions, by the same slices as retrieval."""
     if len(test) > cfg.max_impressions:
         test = test.iloc[np.sort(rng.choice(len(test), cfg.max_impressions, replace=False))]
@@ -269,21 +379,23 @@ def _ranking(bundle: Bundle, test: pd.DataFrame, ctr: np.ndarray, item_pos: dict
     masked_scores = dlrm(masked)
     if "p_click" in test:
         scores["oracle"] = test["p_click"].to_numpy()
-    out: dict[str, Any] = {"impressions": int(len(test)), "cold_impressions": int(cold.sum())}
+    methods: dict[str, Figures] = {}
     for name, s in scores.items():
-        out[name] = {}
+        methods[name] = {}
         for sl in SLICES:
             keep = {"overall": np.ones(len(y), bool), "cold": cold,
                     "masked": ~cold}.get(sl, device == sl)
             if not keep.any():
                 continue  # no impressions in this slice
             ss = masked_scores if (sl == "masked" and name == "dlrm") else s
-            out[name][sl] = {"auc": auc(y[keep], ss[keep]), "log_loss": log_loss(y[keep], ss[keep])}
-    return out
+            methods[name][sl] = {"auc": auc(y[keep], ss[keep]),
+                                 "log_loss": log_loss(y[keep], ss[keep])}
+    return RankingReport(impressions=int(len(test)), cold_impressions=int(cold.sum()),
+                         methods=methods)
 
 
 def _diversity(bundle: Bundle, test: pd.DataFrame, item_pos: dict[str, int],
-               cfg: EvalConfig, rng: np.random.Generator) -> dict[str, Any]:
+               cfg: EvalConfig, rng: np.random.Generator) -> DiversityReport | None:
     """The serving path's top 10 at each diversity setting, for test users in the context of
     their first test click: NDCG@10 of their test clicks, and intra-list category diversity
     (the share of item pairs in a list from different categories; 0 = one category)."""
@@ -297,7 +409,7 @@ def _diversity(bundle: Bundle, test: pd.DataFrame, item_pos: dict[str, int],
         clicked = clicked.iloc[np.sort(rng.choice(len(clicked), cfg.diversity_users,
                                                   replace=False))]
     if clicked.empty or not cfg.diversity:
-        return {}
+        return None
     relevant = test[(test["label"] == 1) & test["user_id"].isin(clicked["user_id"])]
     rel = relevant.groupby("user_id")["item_id"].apply(
         lambda s: np.unique(s.map(item_pos).to_numpy()))
@@ -311,64 +423,65 @@ def _diversity(bundle: Bundle, test: pd.DataFrame, item_pos: dict[str, int],
             ts = pd.Timestamp(r.ts).to_pydatetime() if pd.notna(r.ts) else None
             answer = await pipeline.recommend(Request(user_id=r.user_id, device=r.device,
                                                       timestamp=ts, k=10, diversity=d))
-            out.append([state.item_pos[i["item_id"]] for i in answer["items"]])
+            out.append([state.item_pos[i.item_id] for i in answer.items])
         return np.array(out, dtype=np.int64)  # U, 10
 
-    result: dict[str, Any] = {"users": int(len(clicked)), "settings": {}}
+    settings = {}
     for d in cfg.diversity:
         top = asyncio.run(lists(d))
         cats = category[top]  # U, 10
         pairs = (cats[:, :, None] != cats[:, None, :]).sum((1, 2)) / (10 * 9)
-        result["settings"][str(d)] = {
-            "ndcg@10": _nanmean(ndcg_at_k(top, [rel[u] for u in clicked["user_id"]], 10)),
-            "category_diversity": float(pairs.mean()),
-            "categories_per_list": float(np.mean([len(set(c)) for c in cats.tolist()])),
-        }
-    return result
+        settings[str(d)] = DiversityFigures(
+            ndcg_at_10=_nanmean(ndcg_at_k(top, [rel[u] for u in clicked["user_id"]], 10)),
+            category_diversity=float(pairs.mean()),
+            categories_per_list=float(np.mean([len(set(c)) for c in cats.tolist()])))
+    return DiversityReport(users=int(len(clicked)), settings=settings)
 
 
 METHODS = ("serving", "two_tower", "popularity", "popularity_recent", "popularity_context",
            "popularity_demographic", "oracle")
 
 
-def format_report(report: dict[str, Any]) -> str:
-    r, g, k = report["retrieval"], report["ranking"], report["retrieval"]["k"]
-    models = [m for m in METHODS if m in r]
-    slices = [sl for sl in SLICES if sl in r["two_tower"]]  # slices without rows are left out
+def format_report(report: EvalReport) -> str:
+    r, g, k = report.retrieval, report.ranking, report.retrieval.k
+    models = [m for m in METHODS if m in r.methods]
+    slices = [sl for sl in SLICES if sl in r.methods["two_tower"]]  # those without rows: out
     head = "".join(f"{sl:>9}" for sl in slices)
-    lines = [f"retrieval on {r['users']} test users ({r['cold_users']} cold, "
-             f"{r.get('new_users', 0)} new, {r.get('few_users', 0)} with 1-3 clicks); masked = "
-             "known users with OOV features at inference:"]
-    if r.get("history_excluded"):
+    lines = [f"retrieval on {r.users} test users ({r.cold_users} cold, {r.new_users} new, "
+             f"{r.few_users} with 1-3 clicks); masked = known users with OOV features at "
+             "inference:"]
+    if r.history_excluded:
         lines.append("  each user's own items are left out of every list (users of this data "
                      "never return to an item)")
-    if not report["oracle"]:
+    if not report.oracle:
         lines.append("  no ground truth in this dataset: oracle rows omitted")
     for metric in (f"recall@{k}", "recall@10", f"ndcg@{k}", "ndcg@10"):
         lines.append(f"  {metric:<24}{head}")
         for m in models:
             lines.append(f"    {m:<22}" + "".join(
-                f"{r[m][sl][metric]:>9.3f}" if sl in r[m] else f"{'':>9}" for sl in slices))
-    if "oracle" in r:
-        for m in (m for m in ("serving", "two_tower") if m in r):
-            share = r[m]["overall"][f"recall@{k}"] / r["oracle"]["overall"][f"recall@{k}"]
+                f"{r.figure(m, metric, sl):>9.3f}" if sl in r.methods[m] else f"{'':>9}"
+                for sl in slices))
+    if "oracle" in r.methods:
+        for m in (m for m in ("serving", "two_tower") if m in r.methods):
+            share = r.figure(m, f"recall@{k}") / r.figure("oracle", f"recall@{k}")
             lines.append(f"  {m} recall@{k} is {share:.0%} of the oracle's")
-    lines.append(f"ranking on {g['impressions']:,} test impressions ({g['cold_impressions']:,} "
+    lines.append(f"ranking on {g.impressions:,} test impressions ({g.cold_impressions:,} "
                  "from cold users):")
-    slices = [sl for sl in SLICES if sl in g["dlrm"]]
+    slices = [sl for sl in SLICES if sl in g.methods["dlrm"]]
     head = "".join(f"{sl:>9}" for sl in slices)
     for metric in ("auc", "log_loss"):
         lines.append(f"  {metric:<24}{head}")
-        for m in (m for m in ("dlrm", "popularity", "oracle") if m in g):
-            lines.append(f"    {m:<22}" + "".join(f"{g[m][sl][metric]:>9.4f}" for sl in slices))
-    if div := report.get("diversity", {}).get("settings"):
-        lines.append(f"serving top 10 by diversity setting ({report['diversity']['users']} test "
+        for m in (m for m in ("dlrm", "popularity", "oracle") if m in g.methods):
+            lines.append(f"    {m:<22}" + "".join(f"{g.figure(m, metric, sl):>9.4f}"
+                                                  for sl in slices))
+    if report.diversity is not None and report.diversity.settings:
+        lines.append(f"serving top 10 by diversity setting ({report.diversity.users} test "
                      "users, in the context of their first test click):")
         lines.append(f"  {'diversity':<12}{'ndcg@10':>9}{'category diversity':>20}"
                      f"{'categories':>12}")
-        for d, m in div.items():
-            lines.append(f"  {d:<12}{m['ndcg@10']:>9.4f}{m['category_diversity']:>20.3f}"
-                         f"{m['categories_per_list']:>12.2f}")
+        for d, f in report.diversity.settings.items():
+            lines.append(f"  {d:<12}{f.ndcg_at_10:>9.4f}{f.category_diversity:>20.3f}"
+                         f"{f.categories_per_list:>12.2f}")
     return "\n".join(lines)
 
 
@@ -397,7 +510,7 @@ def run(args: argparse.Namespace) -> None:
     print(f"version {bundle.version}")
     print(format_report(report))
     if args.json:
-        args.json.write_text(json.dumps(report, indent=1))
+        args.json.write_text(json.dumps(report.to_dict(), indent=1))
 
 
 if __name__ == "__main__":

@@ -2,36 +2,42 @@
 day(s) in a fraction of a full training's time.
 
     1. start from the current version (LATEST)
-    2. training rows: the new day(s) plus a replay sample of the days the version was trained
-       on, so the models do not drift toward one day's mix
+    2. plan the days: with `--events`, the serving event log is drained into the data folder
+       first (`drain_events`) and the day(s) it filled join the new days; training rows are
+       the new day(s) plus a replay sample of the days the version was trained on, so the
+       models do not drift toward one day's mix
     3. user history rebuilt over old and new days: users who arrived since the last full
        training get their history features now (their id joins the vocabulary at the next
        full training; the vocabularies and every other fitted transform stay as they are)
     4. the query tower and the DLRM fine-tuned from the current weights at a lower learning
        rate for fewer epochs; the item tower is frozen, so the FAISS index stays valid; in
-       this process on featurized arrays when the rows fit (`in_process`), else on Ray Train
-    5. every item's embedding checked unchanged
-    6. both versions evaluated on the same validation days; a new version is written, and
-       promoted (LATEST) only when neither retrieval recall nor ranking AUC drops by more
-       than the configured margin
+       this process on featurized arrays when the rows fit (`in_process`), else on Ray Train;
+       every item's embedding is then checked unchanged
+    5. the closed-form sources and the blend refitted with the version's settings
+    6. both versions evaluated on the same validation days
+    7. a new version is written, and promoted (LATEST) only when neither retrieval recall
+       nor ranking AUC drops by more than the configured margin
 
-With `--events`, the serving event log is drained into the data folder first (`drain_events`)
-and the day(s) it filled join the new days.
+`finetune()` calls them in order, one module-level function each.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import time
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 
+from flows.evaluate import EvalConfig, EvalReport, evaluate
 from flows.layout import (
     ARTIFACTS,
     DATA,
@@ -41,26 +47,29 @@ from flows.layout import (
     count_rows,
     day_zero,
     event_days,
+    model_rows,
     read_interactions,
     write_day_file,
 )
-from flows.sources import SourcesConfig, fit_sources, with_sources
-from flows.train import (
+from flows.sources import SourcesConfig, fit_sources
+from flows.train import TrainConfig
+from serve.event_log import Event, EventLog, log_at
+from train import artifacts
+from train.artifacts import Bundle, load_bundle, new_version
+from train.features import UserTable
+from train.inputs import (
+    Fitted,
     ModelInputs,
     Negatives,
-    TrainConfig,
     click_log_q,
-    dlrm_negatives,
-    featurized,
-    featurized_local,
+    joined,
+    negatives_per_positive,
 )
-from serve.event_log import Event, EventLog, log_at
-from train.artifacts import Bundle, load_bundle, new_version, publish
-from train.features import UserTable
-from train.loop import LoopConfig, drop_runs, fit, fit_local
+from train.loop import LoopConfig, RayRun, drop_runs, epoch_figures, fit
 from train.registry import MODELS
 from train.scoring import item_vectors
 from train.storage import location
+from train.two_tower import TwoTower
 
 
 @dataclass(frozen=True)
@@ -73,9 +82,9 @@ class FinetuneConfig:
     lr_scale: float = 0.2  # fine-tuning learning rate = full training's x this
     epochs: int = 1
     margin: float = 0.005  # largest drop in validation recall@K or AUC that still promotes
-    # Train in this process (featurized arrays, `fit_local`) instead of on Ray Train: True,
-    # False, or None for "when the rows to train on are at most `in_process_max_rows`" (a
-    # Ray Train start costs more than a day's epoch on small data).
+    # Train in this process (featurized arrays, train/loop.py `fit`) instead of on Ray
+    # Train: True, False, or None for "when the rows to train on are at most
+    # `in_process_max_rows`" (a Ray Train start costs more than a day's epoch on small data).
     in_process: bool | None = None
     in_process_max_rows: int = 2_000_000
     seed: int = 0
@@ -196,145 +205,188 @@ def should_promote(compare: dict[str, tuple[float, float]], margin: float) -> bo
     return all(before - after <= margin for before, after in compare.values())
 
 
-def finetune(cfg: FinetuneConfig, train_cfg: TrainConfig | None = None) -> dict[str, Any]:
-    """Fine-tune the current version on the running Ray; returns what was decided."""
-    from flows.evaluate import EvalConfig, evaluate
+@dataclass(frozen=True)
+class Days:
+    """The days a fine-tuning reads: the version's training days (replayed in part), the
+    new ones it learns, and the validation days both versions are compared on."""
 
+    old: tuple[int, ...]
+    new: tuple[int, ...]
+    val: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Finetuned:
+    """What a fine-tuning decided."""
+
+    version: str
+    path: Path
+    promoted: bool
+    compare: dict[str, tuple[float, float]]  # metric -> (before, after) on validation days
+    seconds: float
+
+
+def finetune(cfg: FinetuneConfig, train_cfg: TrainConfig | None = None) -> Finetuned:
+    """Fine-tune the current version (Ray starts only to train on Ray Train); returns what
+    was decided."""
     t0 = time.perf_counter()
     tcfg = train_cfg or TrainConfig(data=cfg.data, artifacts=cfg.artifacts)
-    current = load_bundle(cfg.artifacts)
+    current = load_bundle(cfg.artifacts)  # 1
+    days = plan(current, cfg)  # 2
+    fitted = history(current, cfg.data, days)  # 3
+    tuned, log = tune_models(current, fitted, days, cfg, tcfg)  # 4
+    tuned, report = refit_sources(tuned, current, cfg, tcfg, days)  # 5
+    before, after = compare(current, tuned, cfg.data, days)  # 6
+    return publish_tuned(tuned, current, cfg, days, before, after,  # 7
+                         log | {"sources": report}, t0)
+
+
+def plan(current: Bundle, cfg: FinetuneConfig) -> Days:
+    """2. The events drained first when asked, then the days to learn and to validate on."""
     drained = (drain_events(log_at(cfg.events), cfg.data, cfg.drain_batch)["days"]
                if cfg.events else [])
     # Served events drained by an earlier run that stopped, or that this version was not
     # trained on (a run that did not promote), are new days too.
     learned = set(current.manifest["data_window"]["train_days"])
     drained = sorted(set(drained) | (set(event_days(cfg.data)) - learned))
-    old, new, val = plan_days(current, cfg, available_days(cfg.data), tuple(drained))
-    print(f"[finetune] version {current.version}: new day(s) {list(new)}, replay "
-          f"{cfg.replay_share:.0%} of days {old[0]}-{old[-1]}, validate on {list(val)}")
-    features, items = current.features, current.items
-    cards = features.cardinalities
+    days = Days(*plan_days(current, cfg, available_days(cfg.data), tuple(drained)))
+    print(f"[finetune] version {current.version}: new day(s) {list(days.new)}, replay "
+          f"{cfg.replay_share:.0%} of days {days.old[0]}-{days.old[-1]}, validate on "
+          f"{list(days.val)}")
+    return days
 
-    # 2-3. Rows and history. The history covers every day the new version has seen.
-    seen = read_interactions(cfg.data, old + new, ("user_id", "item_id", "label"))
-    table = UserTable.build(current.users, features, seen, items)
-    log_q = click_log_q(seen, items)
-    del seen
 
-    def loop(base: LoopConfig, freeze: tuple[str, ...] = ()) -> LoopConfig:
-        return replace(base, epochs=cfg.epochs, lr=base.lr * cfg.lr_scale, freeze=freeze,
-                       seed=cfg.seed)
+def history(current: Bundle, data: Path, days: Days) -> Fitted:
+    """3. The version's transforms with the user history and logQ over old and new days."""
+    seen = read_interactions(data, days.old + days.new, ("user_id", "item_id", "label"))
+    return Fitted(features=current.features,
+                  table=UserTable.build(current.users, current.features, seen, current.items),
+                  log_q=click_log_q(seen, current.items), content=current.item_content)
 
-    run = cfg.version or new_version()
-    negatives = dlrm_negatives(tcfg, cfg.data, Split(train=old))
-    tt_cols, dlrm_cols = MODELS["two_tower"].columns, MODELS["dlrm"].columns
-    tt_fn, dlrm_fn = (ModelInputs(features, table, items, current.item_content, columns,
-                                  Negatives.of(negatives, log_q, items) if negatives and
-                                  columns == dlrm_cols else None, cfg.seed)
-                      for columns in (tt_cols, dlrm_cols))
-    n_rows = count_rows(cfg.data, new) + cfg.replay_share * count_rows(cfg.data, old)
-    local = cfg.in_process if cfg.in_process is not None else (
-        n_rows <= cfg.in_process_max_rows and tcfg.dlrm_loop.accelerator == "cpu")
-    # 4. Fine-tune, the item tower frozen.
-    if local:
-        def arrays(days: tuple[int, ...], fn: ModelInputs, clicks_only: bool,
-                   sample: float | None = None) -> dict[str, np.ndarray]:
-            return featurized_local(cfg.data, days, fn, clicks_only, sample, cfg.seed)
 
-        def joined(fn: ModelInputs, clicks_only: bool) -> dict[str, np.ndarray]:
-            replay = arrays(old, fn, clicks_only, cfg.replay_share)
-            fresh = arrays(new, fn, clicks_only)
-            return {k: np.concatenate([replay[k], fresh[k]]) for k in replay}
+def in_process(cfg: FinetuneConfig, tcfg: TrainConfig, days: Days) -> bool:
+    """Whether the models train here on arrays rather than on Ray Train."""
+    if cfg.in_process is not None:
+        return cfg.in_process
+    rows = count_rows(cfg.data, days.new) + cfg.replay_share * count_rows(cfg.data, days.old)
+    return rows <= cfg.in_process_max_rows and tcfg.dlrm_loop.accelerator == "cpu"
 
-        print(f"[finetune] training in process ({n_rows:,.0f} rows)")
-        tt, tt_hist = fit_local("two_tower", current.two_tower.cfg, cards, joined(tt_fn, True),
-                                arrays(val, tt_fn, True), loop(tcfg.two_tower_loop,
-                                                               ("item_tower",)),
-                                {"log_q": log_q}, init=current.two_tower)
-        dlrm, dlrm_hist = fit_local("dlrm", current.dlrm.cfg, cards, joined(dlrm_fn, False),
-                                    arrays(val, dlrm_fn, False), loop(tcfg.dlrm_loop),
-                                    init=current.dlrm)
-    else:
-        def rows(fn: ModelInputs, clicks_only: bool) -> Any:
-            replay = featurized(cfg.data, old, features, table, items, current.item_content,
-                                clicks_only, fn.columns, 0, sample=cfg.replay_share,
-                                seed=cfg.seed, negatives=fn.negatives)
-            fresh = featurized(cfg.data, new, features, table, items, current.item_content,
-                               clicks_only, fn.columns, 0, negatives=fn.negatives)
-            return replay.union(fresh)  # streamed: one epoch reads each row once
 
-        def val_rows(fn: ModelInputs, clicks_only: bool) -> Any:
-            return featurized(cfg.data, val, features, table, items, current.item_content,
-                              clicks_only, fn.columns, tcfg.cache_max_rows,
-                              negatives=fn.negatives)
+def tune_models(current: Bundle, fitted: Fitted, days: Days, cfg: FinetuneConfig,
+                tcfg: TrainConfig) -> tuple[Bundle, dict[str, Any]]:
+    """4. The query tower and the DLRM from the current weights, the item tower frozen, then
+    every item's embedding checked unchanged. Returns the tuned models (the current index,
+    the new history) and what the manifest records of the training."""
+    from flows.runtime import start_ray
 
-        from flows.runtime import start_ray
+    local, version = in_process(cfg, tcfg, days), cfg.version or new_version()
+    storage = (cfg.artifacts / "_runs").resolve()
+    print(f"[finetune] training {'in process' if local else 'on Ray Train'}")
+    with contextlib.nullcontext() if local else start_ray():  # joins a running Ray
+        two_tower, tt_history = tune("two_tower", current.two_tower, fitted, current.items,
+                                     days, cfg, tcfg.two_tower_loop, ("item_tower",),
+                                     RayRun(storage, f"{version}-two_tower"), local,
+                                     tcfg.cache_max_rows)
+        dlrm, dlrm_history = tune("dlrm", current.dlrm, fitted, current.items, days, cfg,
+                                  tcfg.dlrm_loop, (), RayRun(storage, f"{version}-dlrm"), local,
+                                  tcfg.cache_max_rows, tcfg.dlrm_negatives)
+    if not local:
+        drop_runs(storage, version)
+    drift = item_drift(current, two_tower)
+    tuned = replace(current, version=version, path=cfg.artifacts / version, manifest={},
+                    two_tower=two_tower, dlrm=dlrm, user_table=fitted.table)
+    return tuned, {"in_process": local, "item_embedding_drift": drift,
+                   "two_tower_epochs": epoch_figures(tt_history),
+                   "dlrm_epochs": epoch_figures(dlrm_history)}
 
-        storage = (cfg.artifacts / "_runs").resolve()
-        with start_ray():  # joins the running Ray when there is one
-            tt, tt_hist = fit("two_tower", current.two_tower.cfg, cards, rows(tt_fn, True),
-                              val_rows(tt_fn, True), loop(tcfg.two_tower_loop,
-                                                          ("item_tower",)),
-                              storage, f"{run}-two_tower", {"log_q": log_q},
-                              init=current.two_tower)
-            dlrm, dlrm_hist = fit("dlrm", current.dlrm.cfg, cards, rows(dlrm_fn, False),
-                                  val_rows(dlrm_fn, False), loop(tcfg.dlrm_loop), storage,
-                                  f"{run}-dlrm", init=current.dlrm)
-        drop_runs(storage, run)
-    # 5. The index must still hold exactly these items' vectors.
-    drift = float(np.abs(item_vectors(tt, current.item_rows)
+
+def tune(kind: str, model: Any, fitted: Fitted, items: pd.DataFrame, days: Days,
+         cfg: FinetuneConfig, base: LoopConfig, freeze: tuple[str, ...], run: RayRun,
+         local: bool, cache_max_rows: int, negatives: int | None = None
+         ) -> tuple[Any, list[dict[str, Any]]]:
+    """One model fine-tuned on the new days and a replay sample of the old ones, at the
+    full training's learning rate times `lr_scale`, for `cfg.epochs`."""
+    clicks_only = kind == "two_tower"  # the retriever learns clicks, the ranker impressions
+    per_positive = 0 if clicks_only else negatives_per_positive(
+        read_interactions(cfg.data, days.old, ("label",))["label"].to_numpy(), negatives)
+    fn = ModelInputs(fitted, items, MODELS[kind].columns, Negatives.of(
+        per_positive, fitted.log_q, items) if per_positive else None, cfg.seed)
+    rows = partial(model_rows, cfg.data, fn=fn, clicks_only=clicks_only, on_ray=not local)
+    train = joined(rows(days.old, sample=cfg.replay_share, seed=cfg.seed), rows(days.new))
+    val = rows(days.val, cache_max_rows=cache_max_rows)
+    loop = replace(base, epochs=cfg.epochs, lr=base.lr * cfg.lr_scale, freeze=freeze,
+                   seed=cfg.seed)
+    task = {"log_q": fitted.log_q} if kind == "two_tower" else None
+    return fit(kind, model.cfg, fitted.features.cardinalities, train, val, loop, task,
+               init=model, run=run)
+
+
+def item_drift(current: Bundle, two_tower: TwoTower) -> float:
+    """The largest change of any item's embedding, which must be none: the index holds
+    exactly the current item tower's vectors."""
+    drift = float(np.abs(item_vectors(two_tower, current.item_rows)
                          - current.index.reconstruct_n(0, current.index.ntotal)).max())
     if drift > 1e-5:
         raise RuntimeError(f"fine-tuning moved item embeddings by up to {drift:.2e}; the item "
                            "tower must stay frozen (LoopConfig.freeze)")
+    return drift
 
-    # 6. Compare on the validation days, then publish; promote only without a regression.
-    tuned = Bundle(version=run, path=cfg.artifacts / run, manifest={}, features=features,
-                   two_tower=tt, dlrm=dlrm, index=current.index, items=items,
-                   users=current.users, user_table=table, item_content=current.item_content)
-    # The closed-form sources and the blend again, with the version's settings (its l2 and
-    # half-life, not a new search), so that the new days join them too.
-    sources = fit_sources(tuned, cfg.data, old + new, val,
-                          settled(tcfg.sources, current.manifest["metrics"].get("sources")))
-    tuned = with_sources(tuned, sources)
-    split = Split(train=old + new, val=(), test=val)
-    # The decision needs the two models side by side: not the oracle, nor the serving answer
-    # (its sources have now seen the validation days), nor the diversity sweep.
-    ecfg = EvalConfig(split=split, oracle=False, serving=False, diversity=())
-    before = evaluate(current, cfg.data, ecfg)  # as served today
-    after = evaluate(tuned, cfg.data, ecfg)
-    k = after["retrieval"]["k"]
-    compare = {
-        f"recall@{k}": (before["retrieval"]["two_tower"]["overall"][f"recall@{k}"],
-                        after["retrieval"]["two_tower"]["overall"][f"recall@{k}"]),
-        "auc": (before["ranking"]["dlrm"]["overall"]["auc"],
-                after["ranking"]["dlrm"]["overall"]["auc"]),
-    }
-    promote = should_promote(compare, cfg.margin)
+
+def refit_sources(tuned: Bundle, current: Bundle, cfg: FinetuneConfig, tcfg: TrainConfig,
+                  days: Days) -> tuple[Bundle, dict[str, Any]]:
+    """5. The closed-form sources and the blend again, with the version's settings (its l2
+    and half-life, not a new search), so that the new days join them too."""
+    fitted = fit_sources(tuned, cfg.data, days.old + days.new, days.val,
+                         settled(tcfg.sources, current.manifest["metrics"].get("sources")))
+    return replace(tuned, sources=fitted.sources), fitted.report
+
+
+def compare(current: Bundle, tuned: Bundle, data: Path, days: Days
+            ) -> tuple[EvalReport, EvalReport]:
+    """6. Both versions on the validation days: the two models side by side; not the oracle,
+    nor the serving answer (its sources have now seen the validation days), nor the
+    diversity sweep."""
+    ecfg = EvalConfig(split=Split(train=days.old + days.new, val=(), test=days.val),
+                      oracle=False, serving=False, diversity=())
+    return evaluate(current, data, ecfg), evaluate(tuned, data, ecfg)
+
+
+def decision_metrics(before: EvalReport, after: EvalReport) -> dict[str, tuple[float, float]]:
+    """(before, after) of what the promotion rule reads: the Two-Tower's recall@K and the
+    DLRM's AUC, over every validation user."""
+    recall = f"recall@{after.retrieval.k}"
+    return {recall: (before.retrieval.figure("two_tower", recall),
+                     after.retrieval.figure("two_tower", recall)),
+            "auc": (before.ranking.figure("dlrm", "auc"), after.ranking.figure("dlrm", "auc"))}
+
+
+def publish_tuned(tuned: Bundle, current: Bundle, cfg: FinetuneConfig, days: Days,
+                  before: EvalReport, after: EvalReport, log: dict[str, Any],
+                  t0: float) -> Finetuned:
+    """7. The tuned version, published; promoted only without a validation drop beyond the
+    margin."""
+    scores = decision_metrics(before, after)
+    promote = should_promote(scores, cfg.margin)
     seconds = time.perf_counter() - t0
-    metrics = {"sources": sources.report,
-               "finetune": {"from_version": current.version, "new_days": list(new),
-                            "replay_share": cfg.replay_share, "validation_days": list(val),
-                            "in_process": local,
-                            "before_after": compare, "margin": cfg.margin,
-                            "promoted": promote, "item_embedding_drift": drift,
-                            "seconds": seconds},
-               "evaluation": after, "two_tower_epochs": tt_hist, "dlrm_epochs": dlrm_hist}
-    window = current.manifest["data_window"] | {"train_days": list(old + new),
-                                                "val_days": list(val)}
-    folder = publish(cfg.artifacts, run, features=features, two_tower=tt, dlrm=dlrm,
-                     index=current.index, items=items, users=current.users, user_table=table,
-                     item_content=current.item_content, data_window=window,
-                     metrics=json.loads(json.dumps(metrics, default=float)),
-                     popularity=sources.popularity, demographic=sources.demographic,
-                     item_item=sources.item_item, histories=sources.histories,
-                     blend=sources.blend, promote=promote)
-    for name, (b, a) in compare.items():
+    finetune_log = {"from_version": current.version, "new_days": list(days.new),
+                    "replay_share": cfg.replay_share, "validation_days": list(days.val),
+                    "in_process": log["in_process"], "before_after": scores,
+                    "margin": cfg.margin, "promoted": promote,
+                    "item_embedding_drift": log["item_embedding_drift"], "seconds": seconds}
+    metrics = {"sources": log["sources"], "finetune": finetune_log,
+               "evaluation": after.to_dict(),
+               "two_tower_epochs": log["two_tower_epochs"], "dlrm_epochs": log["dlrm_epochs"]}
+    window = current.manifest["data_window"] | {"train_days": list(days.old + days.new),
+                                                "val_days": list(days.val)}
+    published = artifacts.publish(cfg.artifacts, replace(tuned, manifest={
+        "data_window": window, "metrics": json.loads(json.dumps(metrics, default=float))}),
+        promote=promote)
+    for name, (b, a) in scores.items():
         print(f"[finetune]   {name}: {b:.4f} -> {a:.4f}")
     verdict = "promoted (LATEST)" if promote else f"not promoted (a drop > {cfg.margin})"
-    print(f"[finetune] {folder} {verdict} in {seconds:.1f} s")
-    return {"version": folder.name, "promoted": promote, "compare": compare,
-            "seconds": seconds, "path": str(folder)}
+    print(f"[finetune] {published.path} {verdict} in {seconds:.1f} s")
+    return Finetuned(version=published.version, path=published.path, promoted=promote,
+                     compare=scores, seconds=seconds)
 
 
 # A URI location is mirrored locally for the run, and uploaded after when written

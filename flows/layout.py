@@ -26,6 +26,7 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 from train import schema, storage
+from train.inputs import ModelInputs, Rows, featurized_dataset, featurized_frame
 
 # Default locations, relative to where a flow runs.
 DATA = Path("data")
@@ -193,3 +194,16 @@ def ray_interactions(data: Path, days: tuple[int, ...]) -> Any:
     flt = PathPartitionFilter.of(lambda p: int(p["day"]) in wanted, base_dir=root)
     ds = ray.data.read_parquet(root, partition_filter=flt, filesystem=fs)
     return ds.select_columns(list(INTERACTION_COLUMNS))
+
+
+def model_rows(data: Path, days: tuple[int, ...], fn: ModelInputs, clicks_only: bool, *,
+               on_ray: bool, cache_max_rows: int = 0, sample: float | None = None,
+               seed: int = 0) -> Rows:
+    """The given days as model inputs (train/inputs.py): a Ray Dataset that Ray Data reads
+    and featurizes (materialized when the days hold at most `cache_max_rows` rows), or
+    arrays read and featurized in this process, for data too small to pay for Ray Data's
+    workers. `sample` keeps that share of the rows, `clicks_only` the clicks."""
+    if on_ray:
+        return featurized_dataset(ray_interactions(data, days), fn, clicks_only,
+                                  count_rows(data, days) <= cache_max_rows, sample, seed)
+    return featurized_frame(read_interactions(data, days), fn, clicks_only, sample, seed)

@@ -5,7 +5,7 @@
                  replica through its Serve config (reconfigure(), no restart); the answer
                  comes once the version serves
     without      the same here for the next start: verified, online store materialized,
-                 LATEST and the promotion history (serve/promotion.py) written
+                 LATEST and the promotion history (serve/versions.py) written
 
 A version that fails verification is refused with the reason, and nothing changes.
 """
@@ -65,17 +65,14 @@ def promote(cfg: PromoteConfig) -> dict[str, Any]:
     """Switch to `cfg.version` (None: the one before the current); returns what was done."""
     if cfg.url:
         return _remote(cfg)
-    from serve.app import prepare_stores
-    from serve.promotion import check, previous, record
+    from serve.versions import previous, stage
     from train.artifacts import resolve
 
     root = cfg.artifacts
     current = resolve(root).name if (root / "LATEST").exists() else None
     version = cfg.version or previous(root, current or "")
-    bundle = check(root, version)
-    stores = StoresConfig.redis(cfg.redis) if cfg.redis else StoresConfig()
-    prepare_stores(bundle, stores)
-    record(root, version, current)
+    stage(root, version, StoresConfig.redis(cfg.redis) if cfg.redis else StoresConfig(),
+          current)
     return {"version": version, "previous": current, "where": f"{root}/LATEST"}
 
 

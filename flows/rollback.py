@@ -1,5 +1,5 @@
 """`warmstart rollback`: serve the version that served before the current one (the
-promotion history, serve/promotion.py), the same way `warmstart promote` does: the running
+promotion history, serve/versions.py), the same way `warmstart promote` does: the running
 app with --url, else LATEST for the next start."""
 
 from __future__ import annotations

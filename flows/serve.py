@@ -122,8 +122,7 @@ def printed_config(cfg: ServeFlowConfig) -> str:
 
 def serve(cfg: ServeFlowConfig) -> str:
     """Deploy on the running Ray; returns the base URL."""
-    from serve.app import run_app
-    from serve.deploy import deploy
+    from serve.deploy import deploy, run_app
 
     if cfg.config_file is not None:
         document: dict[str, Any] = yaml.safe_load(cfg.config_file.read_text())
@@ -134,7 +133,7 @@ def serve(cfg: ServeFlowConfig) -> str:
 
 def run(args: argparse.Namespace) -> None:
     from flows.runtime import start_ray
-    from serve.app import local_root
+    from serve.versions import local_root
     from train.artifacts import resolve, verify
 
     cfg = config(args)

@@ -35,12 +35,13 @@ import pandas as pd
 import scipy.sparse as sp
 
 from flows.layout import read_interactions
-from serve.popularity import counts, decay
 from train.artifacts import Bundle
 from train.blend import OBJECTIVE, SEGMENTS, Blend, choose, metric
 from train.features import Features, UserTable
-from train.item_item import Histories, ItemItem, ItemItemConfig, fit_item_item
+from train.item_item import Histories, ItemItemConfig, fit_item_item
 from train.metrics import ndcg_at_k, recall_at_k
+from train.popularity import counts, decay
+from train.sources import Sources
 
 
 @dataclass(frozen=True)
@@ -57,33 +58,24 @@ class SourcesConfig:
     seed: int = 0
 
 
-@dataclass
-class Sources:
-    """What the step gives a version (train/artifacts.py writes each)."""
+@dataclass(frozen=True)
+class SourcesFit:
+    """What the step gives a version: its sources (train/sources.py), and every choice made
+    with its validation figures (`sources.json`, the manifest's `metrics["sources"]`)."""
 
-    item_item: ItemItem
-    histories: Histories
-    popularity: np.ndarray  # (I, D, H)
-    demographic: np.ndarray  # (I, A, G)
-    blend: Blend
+    sources: Sources
     report: dict[str, Any]
 
     def save(self, folder: Path) -> None:
-        self.item_item.save(folder / "item_item.npz")
-        self.histories.save(folder / "user_items.npz")
-        np.save(folder / "popularity.npy", self.popularity.astype(np.float32))
-        np.save(folder / "demographic.npy", self.demographic.astype(np.float32))
-        self.blend.save(folder / "blend.json")
+        self.sources.save(folder)
         (folder / "sources.json").write_text(json.dumps(self.report, indent=1, default=float))
 
     @classmethod
-    def load(cls, folder: Path) -> Sources:
-        return cls(item_item=ItemItem.load(folder / "item_item.npz"),
-                   histories=Histories.load(folder / "user_items.npz"),
-                   popularity=np.load(folder / "popularity.npy"),
-                   demographic=np.load(folder / "demographic.npy"),
-                   blend=Blend.load(folder / "blend.json"),
-                   report=json.loads((folder / "sources.json").read_text()))
+    def load(cls, folder: Path) -> SourcesFit:
+        sources = Sources.load(folder)
+        if sources is None:
+            raise FileNotFoundError(f"{folder} holds no fitted sources")
+        return cls(sources, json.loads((folder / "sources.json").read_text()))
 
 
 @dataclass(frozen=True)
@@ -243,7 +235,8 @@ def fit_blend(bundle: Bundle, data: Path, val_days: tuple[int, ...], val: Clicks
     from serve.pipeline import Pipeline, Request, bare_stores
     from serve.state import build_state
 
-    assert bundle.blend is not None  # the provisional one: which history to exclude
+    assert bundle.sources is not None  # the provisional ones: which history to exclude
+    provisional = bundle.sources.blend
     rows = read_interactions(data, val_days, ("user_id", "item_id", "ts", "device", "label"))
     rows = rows[rows["label"] == 1].sort_values("ts", kind="stable")
     first = rows.drop_duplicates("user_id")
@@ -261,7 +254,7 @@ def fit_blend(bundle: Bundle, data: Path, val_days: tuple[int, ...], val: Clicks
             ranked = await pipeline.ranked(Request(user_id=r.user_id, device=r.device,
                                                    timestamp=ts, k=10))
             rel = clicked[r.user_id]
-            if bundle.blend is not None and bundle.blend.exclude_history:
+            if provisional.exclude_history:
                 rel = np.setdiff1d(rel, ranked.user.items)
             if not len(rel):
                 continue
@@ -284,14 +277,14 @@ def fit_blend(bundle: Bundle, data: Path, val_days: tuple[int, ...], val: Clicks
         if chosen is not None:
             segments[seg] = chosen
             report[seg] |= {"chosen": chosen.chosen, "held_out_recall": chosen.validation,
-                            "weights": dict(zip(bundle.blend.signals, chosen.weights,
+                            "weights": dict(zip(provisional.signals, chosen.weights,
                                                 strict=True))}
-    blend = replace(bundle.blend, segments=segments)
+    blend = replace(provisional, segments=segments)
     return blend, report
 
 
 def fit_sources(bundle: Bundle, data: Path, train_days: tuple[int, ...],
-                val_days: tuple[int, ...], cfg: SourcesConfig) -> Sources:
+                val_days: tuple[int, ...], cfg: SourcesConfig) -> SourcesFit:
     """Every closed-form source of `bundle`'s version, and the blend (module docstring)."""
     rng = np.random.default_rng(cfg.seed)
     features, table, items = bundle.features, bundle.user_table, bundle.items
@@ -304,29 +297,23 @@ def fit_sources(bundle: Bundle, data: Path, train_days: tuple[int, ...],
     exclude = bool(np.isfinite(share) and share < cfg.repeat_share)
     l2, l2_recall = tune_l2(x_train, val, cfg, exclude, rng)  # 2
     half_life, hl_recall = tune_half_life(clicks, val, n_items, cfg)  # 3
-    provisional = replace(
-        bundle, item_item=fit_item_item(x_train, cfg.item_item, l2),
-        histories=Histories.of(x_train),
+    provisional = Sources(
         popularity=popularity_counts(clicks, features, n_items, half_life),
         demographic=demographic_counts(clicks, features, table, n_items, half_life),
+        item_item=fit_item_item(x_train, cfg.item_item, l2), histories=Histories.of(x_train),
         blend=Blend.single("dlrm", exclude_history=exclude, repeat_share=share))
-    blend, blend_report = fit_blend(provisional, data, val_days, val, cfg, rng)  # 4
+    blend, blend_report = fit_blend(replace(bundle, sources=provisional), data, val_days, val,
+                                    cfg, rng)  # 4
     both = clicks + val  # 5
     x_all = both.matrix(n_users, n_items)
     report = {"repeat_share": share, "exclude_history": exclude,
-              "item_item": {"kind": provisional.item_item.kind if provisional.item_item
-                            else None, "l2": l2, "validation": l2_recall},
+              "item_item": {"kind": provisional.item_item.kind, "l2": l2,
+                            "validation": l2_recall},
               "half_life_days": half_life, "half_life_validation": hl_recall,
               "objective": list(cfg.objective), "blend": blend_report,
               "refit_days": sorted(set(train_days) | set(val_days))}
-    return Sources(item_item=fit_item_item(x_all, cfg.item_item, l2),
-                   histories=Histories.of(x_all),
-                   popularity=popularity_counts(both, features, n_items, half_life),
-                   demographic=demographic_counts(both, features, table, n_items, half_life),
-                   blend=blend, report=report)
-
-
-def with_sources(bundle: Bundle, sources: Sources) -> Bundle:
-    return replace(bundle, item_item=sources.item_item, histories=sources.histories,
-                   popularity=sources.popularity, demographic=sources.demographic,
-                   blend=sources.blend)
+    return SourcesFit(Sources(
+        popularity=popularity_counts(both, features, n_items, half_life),
+        demographic=demographic_counts(both, features, table, n_items, half_life),
+        item_item=fit_item_item(x_all, cfg.item_item, l2), histories=Histories.of(x_all),
+        blend=blend), report)

@@ -98,6 +98,12 @@ class Steps:
         self._prune(folder.parent)
         return folder
 
+    def folder(self, name: str) -> Path:
+        """The output folder of step `name`, which has run (or been reused) in this flow."""
+        if name not in self.keys:
+            raise RuntimeError(f"step {name} has not run")
+        return self.root / name / self.keys[name]
+
     @staticmethod
     def _prune(step_root: Path) -> None:
         done = sorted((p for p in step_root.iterdir() if (p / "_step.json").exists()),

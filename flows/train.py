@@ -13,23 +13,25 @@ rerun skips every step whose inputs are unchanged):
                         of every signal, tuned on the validation days (flows/sources.py)
     8. evaluate         on the test days, beside popularity and the generator's oracle
     9. publish          artifacts/<version>/, LATEST updated
+
+`train()` calls them in order; each is a function of the run and of what the steps before it
+gave, and returns what it computed or found in the cache.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import logging
 import time
-import zlib
 from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-import joblib
 import numpy as np
 import pandas as pd
 
+from flows import sources as closed_form
 from flows.layout import (
     ARTIFACTS,
     DATA,
@@ -38,26 +40,26 @@ from flows.layout import (
     Split,
     count_rows,
     data_files,
-    ray_interactions,
+    model_rows,
     read_interactions,
     read_items,
     read_users,
 )
-from flows.sources import Sources, SourcesConfig, fit_sources, with_sources
+from flows.sources import SourcesConfig, SourcesFit
 from flows.steps import Steps, fingerprint
-from index.faiss_index import IndexConfig, build_index, load_index, save_index
+from index import faiss_index
+from index.faiss_index import IndexConfig, load_index, save_index
+from train import artifacts, inputs
 from train.accelerators import ACCELERATORS
-from train.artifacts import Bundle, load_model, new_version, publish, save_model
-from train.dlrm import DLRMConfig
+from train.artifacts import Bundle, load_model, new_version, save_model
+from train.dlrm import DLRM, DLRMConfig
 from train.encoders import TEXT_KINDS, EncoderConfig, item_content
-from train.features import Features, UserTable, featurize
-from train.loop import LoopConfig, drop_runs, fit
+from train.inputs import Fitted, ModelInputs, Negatives
+from train.loop import LoopConfig, RayRun, drop_runs, epoch_figures, fit
 from train.registry import MODELS
 from train.scoring import item_vectors
 from train.storage import location
-from train.two_tower import TwoTowerConfig
-
-log = logging.getLogger(__name__)
+from train.two_tower import TwoTower, TwoTowerConfig
 
 NO_ENCODER = "none"  # --encoder none: items without content input
 ENCODER_CHOICES = (*TEXT_KINDS, NO_ENCODER)
@@ -80,7 +82,7 @@ class TrainConfig:
     index: IndexConfig = field(default_factory=IndexConfig)
     sources: SourcesConfig = field(default_factory=SourcesConfig)
     # Sampled negatives per positive for the DLRM; None: 4 when the training days hold
-    # positives only (flows/train.py `Negatives`), else 0 (the data's own negatives).
+    # positives only (train/inputs.py `Negatives`), else 0 (the data's own negatives).
     dlrm_negatives: int | None = None
     min_freq: int = 1
     # Item content: the text encoder (None: no content input), an optional CLIP folder for
@@ -100,96 +102,6 @@ class TrainConfig:
     large_batch_size: int = 2048
     version: str | None = None
     reuse_steps: bool = True  # skip steps whose inputs are unchanged since a finished run
-
-
-def featurized(data: Path, days: tuple[int, ...], features: Features, table: UserTable,
-               items: pd.DataFrame, item_content: np.ndarray | None, clicks_only: bool,
-               columns: tuple[str, ...], cache_max_rows: int, sample: float | None = None,
-               seed: int = 0, negatives: Negatives | None = None) -> Any:
-    """A Ray Dataset of model inputs for the given days: streamed, or materialized once when
-    it holds at most `cache_max_rows` rows. `sample` keeps that share of the raw rows, drawn
-    before featurizing so the rest cost only their reading. `negatives` adds sampled
-    negatives to each batch (data of positives only)."""
-    from ray.data.expressions import col
-
-    fn = ModelInputs(features, table, items, item_content, columns, negatives, seed)
-    ds = ray_interactions(data, days)
-    if sample is not None:
-        ds = ds.random_sample(sample, seed=seed)
-    if clicks_only:
-        ds = ds.filter(expr=col("label") == 1)
-    ds = ds.map_batches(fn, batch_format="pandas", batch_size=8192, num_cpus=0.5)
-    if count_rows(data, days) <= cache_max_rows:
-        return ds.materialize()
-    return ds
-
-
-@dataclass(frozen=True)
-class Negatives:
-    """Sampled negatives for the DLRM when the data holds positives only (every rating an
-    implicit positive): without them it would learn that everything is clicked. Each
-    positive row gets `per_positive` copies with another item, drawn in proportion to its
-    training clicks to the 0.75 (as word2vec samples words), labelled 0."""
-
-    per_positive: int
-    item_ids: np.ndarray  # (I,) object
-    probs: np.ndarray  # (I,)
-
-    @classmethod
-    def of(cls, per_positive: int, log_q: np.ndarray, items: pd.DataFrame) -> Negatives:
-        w = np.exp(log_q) ** 0.75  # log_q: add-one smoothed log click share
-        return cls(per_positive, items["item_id"].astype(str).to_numpy(object), w / w.sum())
-
-    def add(self, batch: pd.DataFrame, seed: int) -> pd.DataFrame:
-        pos = batch[batch["label"] == 1]
-        neg = pos.loc[pos.index.repeat(self.per_positive)].copy()
-        # A batch's own seed: the same rows draw the same negatives in every run.
-        rng = np.random.default_rng([seed, zlib.crc32("".join(pos["user_id"].astype(str)[:64])
-                                                      .encode())])
-        neg["item_id"] = self.item_ids[rng.choice(len(self.item_ids), len(neg), p=self.probs)]
-        neg["label"] = 0
-        return pd.concat([batch, neg], ignore_index=True)
-
-
-def dlrm_negatives(cfg: TrainConfig, data: Path, split: Split) -> int:
-    """Negatives per positive for the DLRM: `cfg.dlrm_negatives`, or when None, 4 for data
-    whose training days hold (almost) no negative rows, else 0."""
-    if cfg.dlrm_negatives is not None:
-        return cfg.dlrm_negatives
-    labels = read_interactions(data, split.train, ("label",))["label"]
-    return 4 if (labels == 0).mean() < 0.01 else 0
-
-
-class ModelInputs:
-    """Interaction rows (a pandas batch) -> the model's featurized columns, sampled negatives
-    added first when given: the one function a Ray Data batch and an in-process read go
-    through."""
-
-    def __init__(self, features: Features, table: UserTable, items: pd.DataFrame,
-                 item_content: np.ndarray | None, columns: tuple[str, ...],
-                 negatives: Negatives | None = None, seed: int = 0) -> None:
-        self.features, self.table, self.columns = features, table, columns
-        self.negatives, self.seed = negatives, seed
-        self.item_rows = features.item_table(items, item_content)
-        self.item_pos = {iid: n for n, iid in enumerate(items["item_id"])}
-
-    def __call__(self, batch: pd.DataFrame) -> dict[str, np.ndarray]:
-        if self.negatives is not None:
-            batch = self.negatives.add(batch, self.seed)
-        out = featurize(batch, self.features, self.table, self.item_rows, self.item_pos)
-        return {k: out[k] for k in self.columns}
-
-
-def featurized_local(data: Path, days: tuple[int, ...], fn: ModelInputs, clicks_only: bool,
-                     sample: float | None = None, seed: int = 0) -> dict[str, np.ndarray]:
-    """What `featurized` gives, as arrays in this process: for data small enough that
-    reading it here costs less than starting Ray Data's workers."""
-    rows = read_interactions(data, days)
-    if sample is not None:
-        rows = rows[np.random.default_rng(seed).random(len(rows)) < sample]
-    if clicks_only:
-        rows = rows[rows["label"] == 1]
-    return fn(rows.reset_index(drop=True))
 
 
 def for_data_size(cfg: TrainConfig, train_rows: int) -> TrainConfig:
@@ -213,196 +125,243 @@ def image_encoder_used(items: pd.DataFrame, cfg: TrainConfig) -> str | None:
     return cfg.image_encoder if has else None
 
 
-def click_log_q(interactions: pd.DataFrame, items: pd.DataFrame) -> np.ndarray:
-    """(I,) log share of training clicks per catalog row, add-one smoothed."""
-    clicked = interactions.loc[interactions["label"] == 1, "item_id"]
-    counts = clicked.value_counts().reindex(items["item_id"]).fillna(0).to_numpy() + 1.0
-    return np.log(counts / counts.sum())
+@dataclass(frozen=True)
+class TrainingRun:
+    """One run of the flow: its configuration sized for the data, the tables every step
+    reads, the step cache, and the version it publishes."""
 
-
-@dataclass
-class Fitted:
-    """The output of the fit_features step, loaded."""
-
-    features: Features
-    table: UserTable
-    log_q: np.ndarray
-    content: np.ndarray | None
-
-    def save(self, folder: Path) -> None:
-        joblib.dump(self.features, folder / "features.joblib")
-        self.table.save(folder / "user_history.npz")
-        np.save(folder / "log_q.npy", self.log_q)
-        if self.content is not None:
-            np.save(folder / "item_content.npy", self.content)
+    cfg: TrainConfig
+    items: pd.DataFrame
+    users: pd.DataFrame
+    steps: Steps
+    version: str
+    started: float
 
     @classmethod
-    def load(cls, folder: Path, users: pd.DataFrame) -> Fitted:
-        content = folder / "item_content.npy"
-        return cls(features=joblib.load(folder / "features.joblib"),
-                   table=UserTable.load(users, folder / "user_history.npz"),
-                   log_q=np.load(folder / "log_q.npy"),
-                   content=np.load(content) if content.exists() else None)
+    def open(cls, cfg: TrainConfig) -> TrainingRun:
+        items, users = read_items(cfg.data), read_users(cfg.data)
+        sized = for_data_size(cfg, count_rows(cfg.data, cfg.split.train))
+        return cls(sized, items, users, Steps(cfg.artifacts / "_steps", reuse=cfg.reuse_steps),
+                   cfg.version or new_version(), time.perf_counter())
 
+    @property
+    def split(self) -> Split:
+        return self.cfg.split
 
-def fit_features(data: Path, days: tuple[int, ...], users: pd.DataFrame, items: pd.DataFrame,
-                 content: np.ndarray | None, cfg: TrainConfig) -> Fitted:
-    """Fit every transformer on the given (training) days and build the user history."""
-    rows = read_interactions(data, days, ("user_id", "item_id", "device", "hour", "label"))
-    enc = {} if cfg.text_encoder is None else {"text": asdict(cfg.text_encoder),
-                                               "image": image_encoder_used(items, cfg)}
-    features = Features.fit(rows, users.reset_index(), items, cfg.min_freq, content,
-                            cfg.content_dim, enc)
-    table = UserTable.build(users, features, rows, items)
-    return Fitted(features, table, click_log_q(rows, items), content)
+    def tables(self) -> list[list[Any]]:
+        """Fingerprints of the item and user tables (a step's inputs)."""
+        return fingerprint([self.cfg.data / ITEMS, self.cfg.data / USERS])
+
+    def data_in(self, days: tuple[int, ...]) -> list[list[Any]]:
+        """Fingerprints of the tables and of the given days' files (a step's inputs)."""
+        return self.tables() + fingerprint(data_files(self.cfg.data, days))
+
+    def ray_run(self, kind: str) -> RayRun:
+        """Where Ray Train keeps the checkpoints of this run's `kind` model."""
+        return RayRun((self.cfg.artifacts / "_runs").resolve(), f"{self.version}-{kind}")
+
+    def rows(self, days: tuple[int, ...], fn: ModelInputs, clicks_only: bool) -> Any:
+        """The given days as model inputs on Ray Data (train/inputs.py)."""
+        return model_rows(self.cfg.data, days, fn, clicks_only, on_ray=True,
+                          cache_max_rows=self.cfg.cache_max_rows)
 
 
 def train(cfg: TrainConfig) -> Path:
     """Run the whole training flow on the running Ray; returns the published version folder."""
-    from flows.evaluate import EvalConfig, evaluate
-
-    t0 = time.perf_counter()
-    items = read_items(cfg.data)
-    users = read_users(cfg.data)
-    steps = Steps(cfg.artifacts / "_steps", reuse=cfg.reuse_steps)
-    split = cfg.split
-    tables = fingerprint([cfg.data / ITEMS, cfg.data / USERS])
-
-    def data_in(days: tuple[int, ...]) -> list[list[Any]]:
-        return tables + fingerprint(data_files(cfg.data, days))
-
-    # 1-2. Content embeddings and fitted features.
-    content_dir = steps.run("embed_content", {
-        "items": tables[0], "text": cfg.text_encoder, "image": cfg.image_encoder},
-        lambda out: _save_optional(out / "item_content.npy", item_content(
-            items, cfg.text_encoder, image_encoder_used(items, cfg))))
-    content = _load_optional(content_dir / "item_content.npy")
-    fit_dir = steps.run("fit_features", {
-        "data": data_in(split.train), "min_freq": cfg.min_freq,
-        "content_dim": cfg.content_dim}, lambda out: fit_features(
-            cfg.data, split.train, users, items, content, cfg).save(out),
-        after=("embed_content",))
-    fitted = Fitted.load(fit_dir, users)
-    features, cards = fitted.features, fitted.features.cardinalities
-    print(f"[train]   {len(features.users):,} users, {len(features.items):,} items, "
-          f"{len(features.devices)} devices in the training vocabulary; content "
-          f"{cards['content']}-d")
-
-    cfg = for_data_size(cfg, count_rows(cfg.data, split.train))
-    storage = (cfg.artifacts / "_runs").resolve()
-    run = cfg.version or new_version()
-
-    negatives = dlrm_negatives(cfg, cfg.data, split)
-
-    def days(which: tuple[int, ...], clicks_only: bool, columns: tuple[str, ...]) -> Any:
-        return featurized(cfg.data, which, features, fitted.table, items, fitted.content,
-                          clicks_only, columns, cfg.cache_max_rows, negatives=None
-                          if clicks_only or not negatives
-                          else Negatives.of(negatives, fitted.log_q, items))
-
-    # 3. Retrieval.
-    def train_retrieval(out: Path) -> None:
-        columns = MODELS["two_tower"].columns
-        tt, hist = fit("two_tower", cfg.two_tower, cards, days(split.train, True, columns),
-                       days(split.val, True, columns), cfg.two_tower_loop,
-                       storage, f"{run}-two_tower", {"log_q": fitted.log_q})
-        save_model(tt, out, cards)
-        (out / "history.json").write_text(json.dumps(_clean(hist) | {
-            "temperature": tt.temperature.item()}))
-
-    tt_dir = steps.run("train_retrieval", {
-        "data": data_in(split.train + split.val), "model": cfg.two_tower,
-        "loop": cfg.two_tower_loop}, train_retrieval, after=("fit_features",))
-    two_tower = load_model("two_tower", tt_dir)
-
-    # 4-5. Item vectors and the index.
-    vec_dir = steps.run("embed_items", {}, lambda out: np.save(
-        out / "vectors.npy", item_vectors(two_tower, features.item_table(items, content))),
-        after=("train_retrieval",))
-    idx_dir = steps.run("build_index", {"index": cfg.index}, lambda out: save_index(
-        build_index(np.load(vec_dir / "vectors.npy"), cfg.index), out / "index.faiss"),
-        after=("embed_items",))
-
-    # 6. Ranking.
-    def train_ranker(out: Path) -> None:
-        columns = MODELS["dlrm"].columns
-        dlrm, hist = fit("dlrm", cfg.dlrm, cards, days(split.train, False, columns),
-                         days(split.val, False, columns), cfg.dlrm_loop, storage,
-                         f"{run}-dlrm")
-        save_model(dlrm, out, cards)
-        (out / "history.json").write_text(json.dumps(_clean(hist)))
-
-    dl_dir = steps.run("train_ranker", {
-        "data": data_in(split.train + split.val), "model": cfg.dlrm, "loop": cfg.dlrm_loop,
-        "negatives": negatives}, train_ranker, after=("fit_features",))
-
-    models = Bundle(version=run, path=cfg.artifacts / run, manifest={}, features=features,
-                    two_tower=two_tower, dlrm=load_model("dlrm", dl_dir),
-                    index=load_index(idx_dir / "index.faiss"), items=items, users=users,
-                    user_table=fitted.table, item_content=content)
-
-    # 7. The closed-form sources and the blend, on the validation days.
-    src_dir = steps.run("fit_sources", {"data": data_in(split.train + split.val),
-                                        "sources": cfg.sources, "split": split},
-                        lambda out: fit_sources(models, cfg.data, split.train, split.val,
-                                                cfg.sources).save(out),
-                        after=("build_index", "train_ranker"))
-    sources = Sources.load(src_dir)
-    bundle = with_sources(models, sources)
-
-    # 8. Evaluation (a data folder whose test days are empty, e.g. a production one that
-    # trains on every day it has, publishes without one).
-    def evaluate_step(out: Path) -> None:
-        report = (evaluate(bundle, cfg.data, EvalConfig(split=split))
-                  if count_rows(cfg.data, split.test) else
-                  {"skipped": f"no interactions on test days {list(split.test)}"})
-        (out / "report.json").write_text(json.dumps(report, default=float))
-
-    ev_dir = steps.run("evaluate", {"data": data_in(split.test), "split": split},
-                       evaluate_step, after=("fit_sources",))
-
-    # 9. Publish (once per distinct set of inputs: a rerun returns the same version).
-    def publish_step(out: Path) -> None:
-        metrics = {
-            "evaluation": json.loads((ev_dir / "report.json").read_text()),
-            "two_tower_epochs": json.loads((tt_dir / "history.json").read_text()),
-            "dlrm_epochs": json.loads((dl_dir / "history.json").read_text()),
-            "sources": sources.report,
-            "train_seconds": time.perf_counter() - t0,
-            "steps": {"ran": list(steps.ran), "reused": list(steps.skipped)},
-        }
-        window = {"data": str(cfg.data.resolve()), "train_days": list(split.train),
-                  "val_days": list(split.val), "test_days": list(split.test)}
-        folder = publish(cfg.artifacts, run, features=features, two_tower=bundle.two_tower,
-                         dlrm=bundle.dlrm, index=bundle.index, items=items, users=users,
-                         user_table=fitted.table, item_content=content, data_window=window,
-                         metrics=metrics, popularity=sources.popularity,
-                         demographic=sources.demographic, item_item=sources.item_item,
-                         histories=sources.histories, blend=sources.blend)
-        (out / "version.txt").write_text(folder.name)
-
-    pub_dir = steps.run("publish", {}, publish_step, after=("evaluate",),
-                        valid=lambda d: (cfg.artifacts / (d / "version.txt").read_text().strip()
-                                         ).is_dir())
-    folder = cfg.artifacts / (pub_dir / "version.txt").read_text().strip()
-    drop_runs(storage, run)
-    print(f"[train] {folder} ready in {time.perf_counter() - t0:.1f} s "
-          f"(ran {len(steps.ran)} steps, reused {len(steps.skipped)})")
+    run = TrainingRun.open(cfg)
+    content = embed_content(run)  # 1
+    fitted = fit_features(run, content)  # 2
+    two_tower = train_retrieval(run, fitted)  # 3
+    vectors = embed_items(run, fitted, two_tower)  # 4
+    index = build_index(run, vectors)  # 5
+    dlrm = train_ranker(run, fitted)  # 6
+    bundle = fit_sources(run, Bundle(  # 7
+        version=run.version, path=cfg.artifacts / run.version, manifest={},
+        features=fitted.features, two_tower=two_tower, dlrm=dlrm, index=index,
+        items=run.items, users=run.users, user_table=fitted.table, item_content=content))
+    report = evaluate(run, bundle)  # 8
+    folder = publish(run, bundle, report)  # 9
+    drop_runs((cfg.artifacts / "_runs").resolve(), run.version)
+    print(f"[train] {folder} ready in {time.perf_counter() - run.started:.1f} s "
+          f"(ran {len(run.steps.ran)} steps, reused {len(run.steps.skipped)})")
     return folder
 
 
-def _save_optional(path: Path, array: np.ndarray | None) -> None:
-    if array is not None:
-        np.save(path, array)
-
-
-def _load_optional(path: Path) -> np.ndarray | None:
+def embed_content(run: TrainingRun) -> np.ndarray | None:
+    """1. (I, E) raw content embeddings of the catalog, None without an encoder."""
+    cfg = run.cfg
+    folder = run.steps.run("embed_content", {
+        "items": run.tables()[0], "text": cfg.text_encoder, "image": cfg.image_encoder},
+        partial(_embed_content, run))
+    path = folder / "item_content.npy"
     return np.load(path) if path.exists() else None
 
 
-def _clean(history: list[dict[str, Any]]) -> dict[str, Any]:
-    keep = ("epoch", "train_loss", "val_loss", "train_rows", "start_epoch", "epoch_seconds")
-    return {"epochs": [{k: float(h[k]) for k in keep if k in h} for h in history]}
+def _embed_content(run: TrainingRun, out: Path) -> None:
+    content = item_content(run.items, run.cfg.text_encoder,
+                           image_encoder_used(run.items, run.cfg))
+    if content is not None:
+        np.save(out / "item_content.npy", content)
+
+
+def fit_features(run: TrainingRun, content: np.ndarray | None) -> Fitted:
+    """2. The transforms, the user history and logQ of the training days."""
+    cfg = run.cfg
+    folder = run.steps.run("fit_features", {
+        "data": run.data_in(run.split.train), "min_freq": cfg.min_freq,
+        "content_dim": cfg.content_dim}, partial(_fit_features, run, content),
+        after=("embed_content",))
+    fitted = Fitted.load(folder, run.users)
+    features = fitted.features
+    print(f"[train]   {len(features.users):,} users, {len(features.items):,} items, "
+          f"{len(features.devices)} devices in the training vocabulary; content "
+          f"{features.cardinalities['content']}-d")
+    return fitted
+
+
+def _fit_features(run: TrainingRun, content: np.ndarray | None, out: Path) -> None:
+    cfg = run.cfg
+    rows = read_interactions(cfg.data, run.split.train,
+                             ("user_id", "item_id", "device", "hour", "label"))
+    encoders = {} if cfg.text_encoder is None else {
+        "text": asdict(cfg.text_encoder), "image": image_encoder_used(run.items, cfg)}
+    inputs.fit_features(rows, run.users, run.items, content, cfg.min_freq, cfg.content_dim,
+                        encoders).save(out)
+
+
+def train_retrieval(run: TrainingRun, fitted: Fitted) -> TwoTower:
+    """3. The Two-Tower, trained on the training days' clicks on Ray Train."""
+    cfg = run.cfg
+    folder = run.steps.run("train_retrieval", {
+        "data": run.data_in(run.split.train + run.split.val), "model": cfg.two_tower,
+        "loop": cfg.two_tower_loop}, partial(_train_retrieval, run, fitted),
+        after=("fit_features",))
+    model: TwoTower = load_model("two_tower", folder)
+    return model
+
+
+def _train_retrieval(run: TrainingRun, fitted: Fitted, out: Path) -> None:
+    cfg = run.cfg
+    fn = ModelInputs(fitted, run.items, MODELS["two_tower"].columns)
+    model, history = fit("two_tower", cfg.two_tower, fitted.features.cardinalities,
+                         run.rows(run.split.train, fn, True), run.rows(run.split.val, fn, True),
+                         cfg.two_tower_loop, {"log_q": fitted.log_q},
+                         run=run.ray_run("two_tower"))
+    save_model(model, out, fitted.features.cardinalities)
+    (out / "history.json").write_text(json.dumps(
+        epoch_figures(history) | {"temperature": model.temperature.item()}))
+
+
+def embed_items(run: TrainingRun, fitted: Fitted, two_tower: TwoTower) -> np.ndarray:
+    """4. (I, D) the item tower's vectors of the catalog."""
+    folder = run.steps.run("embed_items", {}, lambda out: np.save(
+        out / "vectors.npy", item_vectors(two_tower, fitted.features.item_table(
+            run.items, fitted.content))), after=("train_retrieval",))
+    vectors: np.ndarray = np.load(folder / "vectors.npy")
+    return vectors
+
+
+def build_index(run: TrainingRun, vectors: np.ndarray) -> Any:
+    """5. The FAISS index of the item vectors (positions = catalog rows)."""
+    folder = run.steps.run("build_index", {"index": run.cfg.index}, lambda out: save_index(
+        faiss_index.build_index(vectors, run.cfg.index), out / "index.faiss"),
+        after=("embed_items",))
+    return load_index(folder / "index.faiss")
+
+
+def train_ranker(run: TrainingRun, fitted: Fitted) -> DLRM:
+    """6. The DLRM, trained on every impression of the training days on Ray Train."""
+    cfg = run.cfg
+    folder = run.steps.run("train_ranker", {
+        "data": run.data_in(run.split.train + run.split.val), "model": cfg.dlrm,
+        "loop": cfg.dlrm_loop, "negatives": dlrm_negatives(run)},
+        partial(_train_ranker, run, fitted), after=("fit_features",))
+    model: DLRM = load_model("dlrm", folder)
+    return model
+
+
+def dlrm_negatives(run: TrainingRun) -> int:
+    """Sampled negatives per positive for the DLRM (train/inputs.py)."""
+    labels = read_interactions(run.cfg.data, run.split.train, ("label",))["label"]
+    return inputs.negatives_per_positive(labels.to_numpy(), run.cfg.dlrm_negatives)
+
+
+def _train_ranker(run: TrainingRun, fitted: Fitted, out: Path) -> None:
+    cfg, per_positive = run.cfg, dlrm_negatives(run)
+    negatives = Negatives.of(per_positive, fitted.log_q, run.items) if per_positive else None
+    fn = ModelInputs(fitted, run.items, MODELS["dlrm"].columns, negatives)
+    model, history = fit("dlrm", cfg.dlrm, fitted.features.cardinalities,
+                         run.rows(run.split.train, fn, False), run.rows(run.split.val, fn, False),
+                         cfg.dlrm_loop, run=run.ray_run("dlrm"))
+    save_model(model, out, fitted.features.cardinalities)
+    (out / "history.json").write_text(json.dumps(epoch_figures(history)))
+
+
+def fit_sources(run: TrainingRun, models: Bundle) -> Bundle:
+    """7. `models` with the closed-form sources and the blend, fitted on the validation
+    days (flows/sources.py)."""
+    split = run.split
+    folder = run.steps.run("fit_sources", {"data": run.data_in(split.train + split.val),
+                                           "sources": run.cfg.sources, "split": split},
+                           lambda out: closed_form.fit_sources(
+                               models, run.cfg.data, split.train, split.val,
+                               run.cfg.sources).save(out),
+                           after=("build_index", "train_ranker"))
+    return replace(models, sources=SourcesFit.load(folder).sources)
+
+
+def evaluate(run: TrainingRun, bundle: Bundle) -> dict[str, Any]:
+    """8. The test days' report (flows/evaluate.py); a data folder whose test days are empty
+    (a production one that trains on every day it has) publishes without one."""
+    folder = run.steps.run("evaluate", {"data": run.data_in(run.split.test),
+                                        "split": run.split},
+                           partial(_evaluate, run, bundle), after=("fit_sources",))
+    report: dict[str, Any] = json.loads((folder / "report.json").read_text())
+    return report
+
+
+def _evaluate(run: TrainingRun, bundle: Bundle, out: Path) -> None:
+    from flows.evaluate import EvalConfig
+    from flows.evaluate import evaluate as evaluation
+
+    test = run.split.test
+    report = (evaluation(bundle, run.cfg.data, EvalConfig(split=run.split)).to_dict()
+              if count_rows(run.cfg.data, test) else
+              {"skipped": f"no interactions on test days {list(test)}"})
+    (out / "report.json").write_text(json.dumps(report, default=float))
+
+
+def publish(run: TrainingRun, bundle: Bundle, report: dict[str, Any]) -> Path:
+    """9. The version, published once per distinct set of inputs: a rerun whose inputs are
+    unchanged returns the same folder."""
+    root = run.cfg.artifacts
+    folder = run.steps.run("publish", {}, partial(_publish, run, bundle, report),
+                           after=("evaluate",),
+                           valid=lambda d: (root / (d / "version.txt").read_text().strip()
+                                            ).is_dir())
+    return root / (folder / "version.txt").read_text().strip()
+
+
+def _publish(run: TrainingRun, bundle: Bundle, report: dict[str, Any], out: Path) -> None:
+    split, steps = run.split, run.steps
+    metrics = {
+        "evaluation": report,
+        "two_tower_epochs": _history(steps, "train_retrieval"),
+        "dlrm_epochs": _history(steps, "train_ranker"),
+        "sources": SourcesFit.load(steps.folder("fit_sources")).report,
+        "train_seconds": time.perf_counter() - run.started,
+        "steps": {"ran": list(steps.ran), "reused": list(steps.skipped)},
+    }
+    window = {"data": str(run.cfg.data.resolve()), "train_days": list(split.train),
+              "val_days": list(split.val), "test_days": list(split.test)}
+    published = artifacts.publish(run.cfg.artifacts, replace(
+        bundle, manifest={"data_window": window, "metrics": metrics}))
+    (out / "version.txt").write_text(published.version)
+
+
+def _history(steps: Steps, step: str) -> dict[str, Any]:
+    found: dict[str, Any] = json.loads((steps.folder(step) / "history.json").read_text())
+    return found
 
 
 # A URI location is mirrored locally for the run, and uploaded after when written

@@ -16,6 +16,11 @@ from serve.popularity import PopularityConfig
 from serve.recent import RecentConfig
 from serve.seen import SeenConfig
 
+# The Serve application, its one deployment (the ingress) and where Serve imports it from.
+APP = "warmstart"
+DEPLOYMENT = "Ingress"
+IMPORT_PATH = "serve.app:build"
+
 
 @dataclass(frozen=True)
 class ServeConfig:

@@ -6,11 +6,13 @@ RayService's `serveConfigV2` all read, and deploying it the way `serve deploy` d
                         its one deployment: autoscaling, fractional CPUs, max_ongoing_requests,
                         and a `user_config` holding the model version and ServeConfig
     to_yaml(config)     the same as YAML (`warmstart serve --print-config`, serve/config.yaml)
+    app_config(...)     the config for an artifact root, after its version is verified and
+                        its stores prepared here (serve/versions.py), not in every replica
     deploy(config)      what `serve deploy` does, in process: start Serve with the HTTP
                         options and apply the config declaratively, so that a later change of
                         `user_config` alone is an in-place update (`reconfigure()` on every
-                        replica, none restarted)
-    set_version(v)      the running app's config with another model version: a promotion
+                        replica, none restarted); serve/versions.py `switch` makes that change
+    run_app(...)        app_config, then deploy
 
 Declarative, not `serve.run`: an application deployed from Python gets a new code version
 on every deploy, so each redeploy restarts its replicas; one deployed from a config keeps its
@@ -19,6 +21,7 @@ code version while only `user_config` changes (Ray Serve's "lightweight config u
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -27,6 +30,9 @@ from typing import Any
 import yaml
 
 from serve.config import (
+    APP,
+    DEPLOYMENT,
+    IMPORT_PATH,
     AdminConfig,
     AutoscalingSettings,
     HTTPConfig,
@@ -34,10 +40,11 @@ from serve.config import (
     ServeConfig,
     StoresConfig,
 )
+from serve.versions import local_root, prepare_stores
+from train import storage
+from train.artifacts import load_bundle, resolve
 
-APP = "warmstart"
-DEPLOYMENT = "Ingress"
-IMPORT_PATH = "serve.app:build"
+log = logging.getLogger(__name__)
 # Serve's high-throughput mode (docs/ARCHITECTURE.md, "Ray on two cores"). It must be in the
 # environment of every Ray process before Ray starts (flows/runtime.py sets it for a local
 # Ray; a RayService sets it on its containers); the app's runtime_env repeats it so that a
@@ -67,7 +74,8 @@ class AppSpec:
     admin: dict[str, Any]
 
 
-def user_config(cfg: ServeConfig, version: str | None) -> dict[str, Any]:
+def user_config(cfg: ServeConfig, version: str | None
+                ) -> dict[str, Any]:  # the deployment's user_config: Serve sends a dict
     """The deployment's user_config: ServeConfig's fields and the version to serve (None:
     the artifact root's LATEST)."""
     return {"version": version} | asdict(cfg)
@@ -80,7 +88,7 @@ def split_user_config(values: dict[str, Any]) -> tuple[ServeConfig, str | None]:
 
 
 def deployment_config(replicas: ReplicaConfig, cfg: ServeConfig, version: str | None
-                      ) -> dict[str, Any]:
+                      ) -> dict[str, Any]:  # one deployment of Ray Serve's schema
     out: dict[str, Any] = {
         "name": DEPLOYMENT,
         "max_ongoing_requests": replicas.max_ongoing_requests,
@@ -98,7 +106,8 @@ def deployment_config(replicas: ReplicaConfig, cfg: ServeConfig, version: str | 
 def serve_config(artifacts: Path | str, stores: StoresConfig, *,
                  cfg: ServeConfig | None = None, replicas: ReplicaConfig | None = None,
                  http: HTTPConfig | None = None, admin: AdminConfig | None = None,
-                 version: str | None = None) -> dict[str, Any]:
+                 version: str | None = None
+                 ) -> dict[str, Any]:  # Ray Serve's ServeDeploySchema, as a document
     """The Serve config of the app (a dict in Ray Serve's ServeDeploySchema)."""
     http = http or HTTPConfig()
     spec = AppSpec(artifacts=str(artifacts), stores=_plain(asdict(stores)),
@@ -161,46 +170,29 @@ def wait_running(timeout_s: float) -> None:
         time.sleep(0.5)
 
 
-def wait_updated(timeout_s: float = 300.0) -> None:
-    """Until every replica of the ingress runs the config last applied (Serve reports the
-    deployment HEALTHY once no replica is left on an older one)."""
-    from ray import serve
-
-    deadline = time.monotonic() + timeout_s
-    while True:
-        app = serve.status().applications.get(APP)
-        dep = app.deployments.get(DEPLOYMENT) if app else None
-        state = str(dep.status) if dep else "missing"
-        if state.endswith("HEALTHY") and not state.endswith("UNHEALTHY"):
-            return
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"the {DEPLOYMENT} replicas are still {state} after "
-                               f"{timeout_s:.0f} s: {dep.message if dep else ''}")
-        time.sleep(0.05)
-
-
-def deployed_config() -> dict[str, Any]:
-    """The config the running app was deployed with (the one `deploy` applied)."""
-    from ray.serve._private.api import serve_start
-
-    details = serve_start().get_serve_details()
-    app = details["applications"].get(APP)
-    if not app or not app.get("deployed_app_config"):
-        raise RuntimeError(f"no {APP} app deployed from a config is running; start it with "
-                           "`warmstart serve`")
-    return {"proxy_location": details.get("proxy_location") or "HeadOnly",
-            "http_options": {k: details["http_options"][k] for k in ("host", "port")},
-            "applications": [app["deployed_app_config"]]}
+def app_config(artifacts: str | Path, cfg: ServeConfig | None = None,
+               stores: StoresConfig | None = None, replicas: ReplicaConfig | None = None,
+               http: HTTPConfig | None = None, admin: AdminConfig | None = None
+               ) -> dict[str, Any]:  # Ray Serve's ServeDeploySchema, as a document
+    """The Serve config for `artifacts` (a root, or a version folder: then its root with that
+    version), after the version is verified and the stores prepared in this process."""
+    remote = str(artifacts) if storage.is_uri(artifacts) else None
+    folder = resolve(local_root(artifacts))
+    bundle = load_bundle(folder)  # fail here, with the clear error, not inside a replica
+    stores = prepare_stores(bundle, stores or StoresConfig(), remote)
+    r = replicas or ReplicaConfig()
+    if (r.replicas > 1 or r.autoscaling) and "memory" in (stores.seen.backend,
+                                                           stores.popularity.backend):
+        log.warning("several replicas with in-process seen filters or popularity: each "
+                    "replica sees only the events it took; put the stores on Redis/Valkey "
+                    "(--redis)")
+    return serve_config(remote or folder.parent.resolve(), stores, cfg=cfg, replicas=r,
+                        http=http, admin=admin, version=bundle.version)
 
 
-def set_version(version: str) -> dict[str, Any]:
-    """Redeploy the running app's own config with `version` in its user_config: every
-    replica's reconfigure() loads it and swaps it in; returns the config applied."""
-    from ray.serve._private.api import serve_start
-    from ray.serve.schema import ServeDeploySchema
-
-    config = deployed_config()
-    (dep,) = [d for d in config["applications"][0]["deployments"] if d["name"] == DEPLOYMENT]
-    dep["user_config"] = dict(dep.get("user_config") or {}) | {"version": version}
-    serve_start().deploy_apps(ServeDeploySchema.model_validate(config))
-    return config
+def run_app(artifacts: str | Path, http: HTTPConfig | None = None, cfg: ServeConfig | None = None,
+            stores: StoresConfig | None = None, replicas: ReplicaConfig | None = None,
+            admin: AdminConfig | None = None) -> str:
+    """Deploy on the running Ray, as `serve deploy` would deploy the same config; returns
+    the base URL."""
+    return deploy(app_config(artifacts, cfg, stores, replicas, http, admin))

@@ -51,7 +51,7 @@ class Event:
         """The training label: a click or a purchase is positive, a view is an impression."""
         return int(self.event in _POSITIVE)
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, Any]:  # one JSON line of the log
         return {"user_id": self.user_id, "item_id": self.item_id, "event": self.event,
                 "device": self.device, "ts": self.ts.isoformat()}
 

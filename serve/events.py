@@ -1,7 +1,8 @@
 """Applying one event (`POST /events`): log it durably, then let it change what the next
 request sees.
 
-    1 the item id is checked against the catalog (unknown -> ValueError, nothing written)
+    1 the item id is checked against the catalog (unknown -> ValueError, which the app
+      answers 404; nothing is written)
     2 the event is appended to the durable log: only now is it acknowledged; a failure here
       is raised, so the client gets a 503 and retries
     3 effects, each allowed to degrade (logged, counted, reported, never raised):
@@ -77,6 +78,15 @@ class OnlineStore(Protocol):
     def push(self, user_id: str, top_category: int, history: np.ndarray) -> Any: ...
 
 
+@dataclass(frozen=True)
+class EventReceipt:
+    """What the client is told of its event (the HTTP answer is a view of it, serve/app.py)."""
+
+    id: str  # the event's id in the durable log
+    degraded: tuple[str, ...] = ()  # effects skipped: their store was unavailable
+    warnings: tuple[str, ...] = ()  # what was changed of the event (its time, its device)
+
+
 class EventSink:
     """Where the ingress hands each event. `degraded` counts, per effect, the events whose
     effect was skipped because its store was unavailable (the event itself is in the log)."""
@@ -98,10 +108,10 @@ class EventSink:
         self.n_categories = n_categories or int(self.item_category.max()) + 1
         self.degraded: Counter[str] = Counter()
 
-    def handle(self, event: Event, device: int, hour: int) -> dict[str, Any]:
-        """{"id": the log's id, "degraded": effects skipped}. Raises ValueError for an item
-        outside the catalog (422) and StoreUnavailable when the log cannot take the event
-        (503: nothing was acknowledged)."""
+    def handle(self, event: Event, device: int, hour: int) -> EventReceipt:
+        """The log's id of the event and the effects skipped. Raises ValueError for an item
+        outside the catalog (the app's 404) and StoreUnavailable when the log cannot take the
+        event (503: nothing was acknowledged)."""
         # 1. Known item, before anything is written.
         row = self.item_pos.get(event.item_id)
         if row is None:
@@ -116,9 +126,9 @@ class EventSink:
             "popularity": lambda: self._count(event, row, device, hour),
             "recent": lambda: self._remember(event),
         }
-        degraded = [name for name, effect in effects.items()
-                    if not self._applied(name, effect, event)]
-        return {"id": event_id, "degraded": degraded}
+        degraded = tuple(name for name, effect in effects.items()
+                         if not self._applied(name, effect, event))
+        return EventReceipt(id=str(event_id), degraded=degraded)
 
     def _applied(self, name: str, effect: Callable[[], Any], event: Event) -> bool:
         try:

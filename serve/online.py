@@ -12,10 +12,14 @@ indices change between versions, so `open_online` refuses (or, when asked, re-ma
 a store that was not materialized from the version being served, and a new version can be
 materialized beside the one being served without touching its keys.
 
-A read costs one entity lookup per feature view through the online store's own
-`online_read`, which skips the SDK's request planning (`read="sdk"` takes the SDK's
-`get_online_features`; `python -m bench.online` compares them). `import feast` costs seconds
-and imports torch, so it happens inside `open_online`/`materialize`, never at import.
+What a request reads is the registered FeatureService `SERVICE` (the DLRM's user inputs, a
+superset of the query tower's, features/definitions.py). A read costs one entity lookup per
+feature view of that service through the online store's `online_read` (Feast's interface
+every online store implements, reached through the public `FeatureStore.provider`), which
+skips the SDK's request planning: `read="sdk"` takes the SDK's `get_online_features` of the
+same service instead, which `python -m bench.online` measured at several times the cost
+(docs/ARCHITECTURE.md, "Stores"). `import feast` costs seconds and imports torch, so it
+happens inside `open_online`/`materialize`, never at import.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ ONLINE_FOLDER = "online"  # under the artifact root, beside the versions
 PROFILE = ("user", "gender", "age_bucket", "age")  # feature view user_profile
 ACTIVITY = ("top_category", "category_shares")  # feature view user_activity
 PUSH_SOURCE = "user_activity_push"
+SERVICE = "dlrm_v1"  # the FeatureService a request reads: every user feature the path uses
 VERSION_TAG = "model_version"
 PROBE_TAG = "probe_user"  # a materialized user, read back by open_online
 
@@ -192,7 +197,8 @@ def redis_connection_string(url: str, timeout_s: float) -> str:
     return ",".join(parts)
 
 
-def online_store_settings(cfg: OnlineConfig, root: Path) -> dict[str, Any]:
+def online_store_settings(cfg: OnlineConfig, root: Path
+                          ) -> dict[str, Any]:  # Feast's `online_store` config section
     """The `online_store` section of the repo config (also what feature_store.yaml gets)."""
     if cfg.store == "redis":
         return {"type": "redis",
@@ -246,7 +252,19 @@ def _frames(bundle: Any, at: dt.datetime) -> dict[str, pd.DataFrame]:
     return {"user_profile": profile, "user_activity": activity, "item_attributes": items}
 
 
-def materialize(bundle: Any, cfg: OnlineConfig) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Materialized:
+    """One version written to the online store."""
+
+    version: str
+    project: str  # its Feast project
+    store: str  # sqlite or redis
+    users: int
+    items: int
+    seconds: float
+
+
+def materialize(bundle: Any, cfg: OnlineConfig) -> Materialized:
     """Write the version's users (model-ready, transforms applied once) to the offline
     parquet and the online store, as the Feast project of that version.
 
@@ -276,10 +294,10 @@ def materialize(bundle: Any, cfg: OnlineConfig) -> dict[str, Any]:
     except _store_errors() as e:
         raise StoreUnavailable(f"materializing {bundle.version} into the {cfg.store} online "
                                f"store failed: {e}; check that the store is reachable") from e
-    seconds = time.perf_counter() - start
-    stats = {"version": bundle.version, "project": name, "store": cfg.store,
-             "users": len(frames["user_profile"]), "items": len(frames["item_attributes"]),
-             "seconds": round(seconds, 3)}
+    stats = Materialized(version=bundle.version, project=name, store=cfg.store,
+                         users=len(frames["user_profile"]),
+                         items=len(frames["item_attributes"]),
+                         seconds=round(time.perf_counter() - start, 3))
     log.info("materialized online features: %s", stats)
     return stats
 
@@ -298,18 +316,23 @@ class FeastOnline:
         self._width = width
         self._read = read
         self._key, self._value = EntityKey, Value
-        self._online = store._get_provider().online_store  # the online store's own reads
-        if hasattr(self._online, "_get_client"):  # Redis: fail at once when the server is gone
+        self._online = store.provider.online_store  # the online store's own reads
+        if hasattr(self._online, "_get_client"):
+            # Redis: fail at once when the server is gone. redis-py retries a failed command
+            # (three times with backoff) and Feast's connection string has no setting for
+            # it: the client's retry is set on the client Feast made.
             self._online._get_client(self._config.online_store).set_retry(no_retry())
-        self._views = [(store.get_feature_view(v), f)
-                       for v, f in (("user_profile", PROFILE), ("user_activity", ACTIVITY))]
-        self._refs = [f"user_profile:{f}" for f in PROFILE] + [
-            f"user_activity:{f}" for f in ACTIVITY]
+        self._service = store.get_feature_service(SERVICE)
+        self._views = [(store.get_feature_view(p.name), tuple(f.name for f in p.features))
+                       for p in self._service.feature_view_projections]
+        if lacking := set(PROFILE + ACTIVITY) - {f for _, fs in self._views for f in fs}:
+            raise OnlineVersionError(f"feature service {SERVICE} of {store.project} lacks "
+                                     f"{sorted(lacking)}; materialize the version again")
 
     def _values(self, user_id: str) -> dict[str, Any]:
         """feature -> python value, only for the views that hold the user."""
         if self._read == "sdk":
-            got = self._store.get_online_features(features=self._refs,
+            got = self._store.get_online_features(features=self._service,
                                                   entity_rows=[{"user_id": user_id}]).to_dict()
             return {k: v[0] for k, v in got.items() if k != "user_id" and v[0] is not None}
         key = self._key(join_keys=["user_id"], entity_values=[self._value(string_val=user_id)])

@@ -5,15 +5,18 @@
                                              the user's items (version history + recent clicks)
     3 retrieval      serve/retrieval.py      query tower + FAISS, item-item, interests,
                                              popularity in context and demographic cell
-    4 seen filter    serve/seen.py           drop what the user saw in the last days
+    4 seen filter    serve/seen.py           drop what the user saw in the last days (and
+                                             their own items, when the version says so)
     5 item features  serve/ranking.py        gathered from the in-process array cache
     6 ranking        serve/ranking.py        DLRM click probability (batched in Serve), then
                                              every signal blended into one score (train/blend.py)
     7 sampling       serve/sampling.py       top-k, or diversity sampling
-    8 response       here                    ids, scores, sources, version, degraded stages
+    8 response       here                    an `Answer`: ids, scores, sources, version,
+                                             degraded stages
 
-The state and the stores opened for it travel together as one `Live` value; `swap` replaces
-it in one assignment and every request reads it once, so a request never mixes versions.
+The state and the stores opened for it travel together as one `Serving` value; `swap`
+replaces it in one assignment and every request reads it once, so a request never mixes
+versions.
 A store that cannot be reached degrades its stage (named in `degraded`, logged, counted)
 and never fails the request. The same object serves the Ray Serve ingress, a plain uvicorn
 app and the tests.
@@ -26,8 +29,8 @@ import logging
 import time
 from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import Any, cast
+from dataclasses import dataclass, field, replace
+from typing import cast
 
 import numpy as np
 
@@ -36,14 +39,14 @@ from serve.candidates import INTERESTS, Candidates
 from serve.config import ServeConfig, StoresConfig
 from serve.context import Context, request_context
 from serve.event_log import Event, EventKind, open_log
-from serve.events import EventSink
+from serve.events import EventReceipt, EventSink
 from serve.metrics import Metrics, NoMetrics
 from serve.online import OnlineFeatures, open_online
 from serve.popularity import Popularity, PopularityConfig, open_popularity
 from serve.recent import NoRecent, RecentItems, open_recent
 from serve.retrieval import fill, retrieve
 from serve.sampling import choose
-from serve.seen import SeenConfig, SeenFilter, open_seen
+from serve.seen import SeenConfig, SeenFilter, open_seen, unseen
 from serve.state import ServingState
 from serve.stores import StoreUnavailable
 from serve.user_features import User, user_features
@@ -88,9 +91,56 @@ class Ranked:
 
 
 @dataclass(frozen=True)
-class Live:
+class Serving:
+    """A version's state and the stores opened for it: what one request reads, once."""
+
     state: ServingState
     stores: Stores
+
+
+@dataclass(frozen=True)
+class AnsweredItem:
+    item_id: str
+    score: float  # the blend of the item's signals, through a sigmoid: in (0, 1)
+    source: str  # the retrieval sources that found it, '+'-joined (serve/candidates.py)
+    name: str  # its name in the catalog (its id if none)
+    category: str
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One request's recommendations (the HTTP answer is a view of it, serve/app.py)."""
+
+    user_id: str | None
+    known_user: bool  # in the version's vocabulary
+    device: str | None  # as answered: None or an unknown device is out-of-vocabulary
+    model_version: str
+    items: tuple[AnsweredItem, ...]
+    degraded: tuple[str, ...]  # stages answered without their store
+    warnings: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """The last version this pipeline was asked to serve and could not load, and why: it
+    kept serving the one it had."""
+
+    version: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Health:
+    """What `GET /healthz` says of one replica."""
+
+    status: str
+    model_version: str
+    items: int  # in the served catalog
+    requests: int  # answered since start
+    example_users: tuple[str, ...]  # a few known users, to try the page with
+    stores: dict[str, str]  # store -> backend in use
+    degraded: dict[str, int]  # stage or effect -> answers or events that went without it
+    refused: Refusal | None
 
 
 def open_stores(state: ServingState, cfg: StoresConfig, keep: Stores | None = None) -> Stores:
@@ -128,58 +178,70 @@ async def rank_now(state: ServingState, x: dict[str, np.ndarray]) -> np.ndarray:
 class Pipeline:
     def __init__(self, state: ServingState, stores: Stores, cfg: ServeConfig | None = None,
                  seed: int | None = None, metrics: Metrics | None = None) -> None:
-        self.live = Live(state, stores)
+        self.serving = Serving(state, stores)
         self.cfg = cfg or ServeConfig()
         self.rng = np.random.default_rng(seed)
         self.degraded: Counter[str] = Counter()  # requests answered with a stage degraded
         self.seconds: dict[str, float] = defaultdict(float)  # per stage, over all requests
         self.requests = 0
+        self.refused: Refusal | None = None
         self.metrics: Metrics = metrics or NoMetrics()
         self.metrics.version(state.version, None)
 
+    @property
+    def version(self) -> str:
+        """The version this pipeline serves now."""
+        return self.serving.state.version
+
     def swap(self, state: ServingState, stores: Stores) -> None:
-        previous = self.live.state.version
-        self.live = Live(state, stores)
+        previous = self.version
+        self.serving = Serving(state, stores)
+        self.refused = None
         self.metrics.version(state.version, previous)
 
-    async def recommend(self, req: Request, rank: Rank = rank_now) -> dict[str, Any]:
-        live = self.live  # one version for the whole request
-        state, cfg = live.state, self.cfg
+    def refuse(self, version: str, reason: str) -> None:
+        """`version` could not be loaded: the pipeline keeps what it serves, and says so."""
+        self.refused = Refusal(version, reason)
+
+    async def recommend(self, req: Request, rank: Rank = rank_now) -> Answer:
+        serving = self.serving  # one version for the whole request
+        state, cfg = serving.state, self.cfg
         degraded: list[str] = []
         clock = _Clock(self.seconds)
-        r = await self._ranked(live, req, rank, degraded, clock)  # 1-6
+        r = await self._ranked(serving, req, rank, degraded, clock)  # 1-6
         chosen = choose(r.scores, req.k, req.diversity, cfg.temperature, self.rng,  # 7
                         reserved=r.cands.has(INTERESTS), reserve_share=cfg.interest_share,
                         log_weights=r.logits)
         clock.tick("sampling")
-        sources = r.cands.keep(chosen).source_names()  # 8
-        out = {
-            "user_id": req.user_id,
-            "known_user": r.user.known,
-            "device": r.ctx.device,
-            "model_version": state.version,
-            "items": [{"item_id": state.item_ids[row], "score": float(r.scores[t]),
-                       "source": s, "name": state.item_labels[row, 0],
-                       "category": state.item_labels[row, 1]}
-                      for t, s in zip(chosen.tolist(), sources, strict=True)
-                      for row in (int(r.cands.rows[t]),)],
-            "degraded": degraded,
-            "warnings": [r.ctx.warning] if r.ctx.warning else [],
-        }
+        answer = self._answer(state, req, r, chosen, degraded)  # 8
         clock.tick("response")
         self.requests += 1
         self.degraded.update(degraded)
         self.metrics.request(r.user.segment, clock.spent, r.found, r.dropped, degraded)
-        return out
+        return answer
+
+    @staticmethod
+    def _answer(state: ServingState, req: Request, r: Ranked, chosen: np.ndarray,
+                degraded: list[str]) -> Answer:
+        rows = r.cands.rows[chosen]
+        items = tuple(AnsweredItem(item_id=state.item_ids[row], score=float(r.scores[t]),
+                                   source=source, name=state.item_labels[row, 0],
+                                   category=state.item_labels[row, 1])
+                      for t, row, source in zip(chosen.tolist(), rows.tolist(),
+                                                r.cands.keep(chosen).source_names(),
+                                                strict=True))
+        return Answer(user_id=req.user_id, known_user=r.user.known, device=r.ctx.device,
+                      model_version=state.version, items=items, degraded=tuple(degraded),
+                      warnings=(r.ctx.warning,) if r.ctx.warning else ())
 
     async def ranked(self, req: Request, rank: Rank = rank_now) -> Ranked:
         """Stages 1-6 of `recommend`: every candidate with its signals and blended score,
         before sampling (what the blend is fitted on, flows/sources.py)."""
-        return await self._ranked(self.live, req, rank, [], _Clock(defaultdict(float)))
+        return await self._ranked(self.serving, req, rank, [], _Clock(defaultdict(float)))
 
-    async def _ranked(self, live: Live, req: Request, rank: Rank, degraded: list[str],
+    async def _ranked(self, serving: Serving, req: Request, rank: Rank, degraded: list[str],
                       clock: _Clock) -> Ranked:
-        state, stores, cfg = live.state, live.stores, self.cfg
+        state, stores, cfg = serving.state, serving.stores, self.cfg
         ctx = request_context(req.device, req.timestamp, state.devices,  # 1
                               state.bundle.features.time_known)
         clock.tick("context")
@@ -188,11 +250,10 @@ class Pipeline:
         cands, sig = retrieve(state, stores.popularity, user, ctx, cfg)  # 3
         found = cands.counts()
         clock.tick("retrieval")
-        cands, dropped = self._unseen(stores.seen, req.user_id, state, cands, degraded)  # 4
-        n_dropped = 0 if dropped is None else len(dropped)
-        if state.blend.exclude_history and len(user.items):
-            dropped = user.items if dropped is None else np.union1d(dropped, user.items)
-        cands = fill(cands, stores.popularity, ctx, req.k, exclude=dropped)
+        own = user.items if state.blend.exclude_history else np.zeros(0, np.int64)
+        cands, excluded, dropped = unseen(stores.seen, req.user_id, state.item_ids,  # 4
+                                          cands, own, degraded)
+        cands = fill(cands, stores.popularity, ctx, req.k, exclude=excluded)
         clock.tick("seen_filter")
         x = ranking.rows(state, user, ctx, cands)  # 5
         clock.tick("item_features")
@@ -201,37 +262,36 @@ class Pipeline:
         logits = ranking.blended(state, user, signals)
         clock.tick("ranking")
         return Ranked(ctx=ctx, user=user, cands=cands, signals=signals, logits=logits,
-                      scores=1.0 / (1.0 + np.exp(-logits)), found=found, dropped=n_dropped)
-
-    def _unseen(self, seen: SeenFilter, user_id: str | None, state: ServingState,
-                cands: Candidates, degraded: list[str]) -> tuple[Candidates, np.ndarray | None]:
-        if user_id is None or not len(cands):
-            return cands, None
-        try:
-            mask = seen.seen(user_id, state.item_ids[cands.rows])
-        except StoreUnavailable as e:
-            log.warning("seen filter unavailable, answering without it: %s", e)
-            degraded.append("seen_filter")
-            return cands, None
-        return cands.keep(~mask), cands.rows[mask]
+                      scores=1.0 / (1.0 + np.exp(-logits)), found=found, dropped=dropped)
 
     def event(self, user_id: str, item_id: str, event: str, device: str | None,
-              timestamp: dt.datetime | None) -> dict[str, Any]:
+              timestamp: dt.datetime | None) -> EventReceipt:
         """Log one event durably, then apply it (seen filter, interests, popularity). Raises
         ValueError for an item the catalog does not have (nothing is written), and
         StoreUnavailable when the log cannot take it (nothing was acknowledged)."""
-        live = self.live
-        if live.stores.events is None:
+        serving = self.serving
+        if serving.stores.events is None:
             raise StoreUnavailable("this pipeline takes no events (it was opened read-only)")
         ts, warnings = event_time(timestamp, dt.datetime.now(dt.UTC))
-        ctx = request_context(device, ts, live.state.devices,
-                              live.state.bundle.features.time_known)
+        ctx = request_context(device, ts, serving.state.devices,
+                              serving.state.bundle.features.time_known)
         ev = Event(user_id=user_id, item_id=item_id, event=cast(EventKind, event), device=device,
                    ts=ts.replace(tzinfo=None))
-        out = live.stores.events.handle(ev, ctx.device_index, ctx.hour)
-        self.degraded.update(out.get("degraded", []))
-        self.metrics.event(event, out.get("degraded", []))
-        return out | {"warnings": warnings + ([ctx.warning] if ctx.warning else [])}
+        receipt = serving.stores.events.handle(ev, ctx.device_index, ctx.hour)
+        self.degraded.update(receipt.degraded)
+        self.metrics.event(event, list(receipt.degraded))
+        return replace(receipt, warnings=(*warnings, *((ctx.warning,) if ctx.warning else ())))
+
+    def health(self) -> Health:
+        serving = self.serving
+        s = serving.stores
+        return Health(status="ok", model_version=serving.state.version,
+                      items=len(serving.state.item_ids), requests=self.requests,
+                      example_users=tuple(list(serving.state.users.rows)[:8]),
+                      stores={"online": getattr(s.online, "name", "off"), "seen": s.seen.name,
+                              "popularity": type(s.popularity).__name__,
+                              "events": type(s.events.log).__name__ if s.events else "off"},
+                      degraded=dict(self.degraded), refused=self.refused)
 
     def stage_ms(self) -> dict[str, float]:
         """Mean milliseconds per request in each stage since start."""

@@ -57,6 +57,18 @@ def score(state: ServingState, batch: list[dict[str, np.ndarray]]) -> list[np.nd
     return np.split(click_probability(state.bundle.dlrm, joined), np.cumsum(sizes)[:-1])
 
 
+def score_versions(states: list[ServingState], batch: list[dict[str, np.ndarray]]
+                   ) -> list[np.ndarray]:
+    """`score` of requests that may come from different versions (a batch that straddles a
+    swap): each request is scored by its own version's model."""
+    out: list[np.ndarray | None] = [None] * len(batch)
+    for state in {id(s): s for s in states}.values():
+        at = [n for n, s in enumerate(states) if s is state]
+        for n, scores in zip(at, score(state, [batch[n] for n in at]), strict=True):
+            out[n] = scores
+    return [s for s in out if s is not None]
+
+
 def signals(state: ServingState, popularity: Popularity, user: User, ctx: Context,
             cands: Candidates, sig: Signals, p_click: np.ndarray) -> np.ndarray:
     """(N, F) each candidate's signals, in `SIGNALS` order; 0 where the user has none (no

@@ -11,7 +11,8 @@
 
 Beside the candidates it returns the `Signals` ranking needs to score candidates a source
 did not find (the query vector, the item-item scores). A version whose users never return to
-an item (`Blend.exclude_history`) leaves the user's own items out.
+an item (`Blend.exclude_history`) leaves the user's own items out at the next stage
+(serve/seen.py `unseen`).
 
 `fill` tops up with popularity when a later stage left fewer than k (a store gone, a user
 who has seen everything).
@@ -63,8 +64,6 @@ def retrieve(state: ServingState, popularity: Popularity, user: User, ctx: Conte
         cands = cands.merge(Candidates.of(state.demographic.top(
             int(user.cols["age_bucket"][0]), int(user.cols["gender"][0]), cfg.demographic_k),
             DEMOGRAPHIC))
-    if state.blend.exclude_history and len(user.items):
-        cands = cands.keep(~np.isin(cands.rows, user.items))
     return cands, Signals(query=query, item_item=item_item)
 
 

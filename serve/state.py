@@ -105,10 +105,10 @@ def build_state(bundle: Bundle, interests: Interests | None = None,
         interests = load_interests(bundle.path.parent / INTERESTS, item_ids)
     oov = bundle.features.user_features(np.array([""], dtype=object), bundle.user_table)
     oov_user = {k: oov[k] for k in USER_COLUMNS} | {"user": np.array([OOV])}
-    popularity = bundle.popularity
-    if popularity is None:  # a version published before popularity was: no clicks known
-        popularity = np.zeros((len(item_ids), bundle.features.cardinalities["device"],
-                               hour_buckets), np.float32)
+    sources = bundle.sources
+    popularity = (sources.popularity if sources is not None else  # before sources: no clicks
+                  np.zeros((len(item_ids), bundle.features.cardinalities["device"],
+                            hour_buckets), np.float32))
     return ServingState(
         version=bundle.version,
         bundle=bundle,
@@ -124,11 +124,10 @@ def build_state(bundle: Bundle, interests: Interests | None = None,
         interests=interests,
         popularity=popularity.astype(np.float32),
         item_vectors=item_vectors(bundle.two_tower, bundle.item_rows),
-        demographic=Demographic(bundle.demographic) if bundle.demographic is not None
-        else None,
-        item_item=bundle.item_item,
-        histories=bundle.histories,
-        blend=bundle.blend or Blend.single("dlrm"),
+        demographic=Demographic(sources.demographic) if sources is not None else None,
+        item_item=sources.item_item if sources is not None else None,
+        histories=sources.histories if sources is not None else None,
+        blend=sources.blend if sources is not None else Blend.single("dlrm"),
         interest_items=_interest_items(interests, len(item_ids)),
     )
 
@@ -175,13 +174,8 @@ def with_items(state: ServingState, items: pd.DataFrame) -> ServingState:
     content = b.item_content
     if raw is not None and content is not None:
         content = np.concatenate([content, raw])
-    n_new = len(items)
-    popularity = np.concatenate([state.popularity,
-                                 np.zeros((n_new, *state.popularity.shape[1:]), np.float32)])
-    demographic = (None if b.demographic is None else np.concatenate(
-        [b.demographic, np.zeros((n_new, *b.demographic.shape[1:]), np.float32)]))
     bundle = replace(b, items=pd.concat([b.items, items], ignore_index=True), index=index,
-                     item_content=content, popularity=popularity, demographic=demographic,
-                     item_item=None if b.item_item is None else b.item_item.grown(n_new))
-    return build_state(bundle, interests=state.interests, hour_buckets=popularity.shape[2],
-                       users=state.users)
+                     item_content=content,
+                     sources=None if b.sources is None else b.sources.grown(len(items)))
+    return build_state(bundle, interests=state.interests,
+                       hour_buckets=state.popularity.shape[2], users=state.users)

@@ -104,3 +104,36 @@ def test_references_to_the_architecture_document_name_its_sections() -> None:
     assert cited, "no code points at docs/ARCHITECTURE.md"
     missing = [(str(p.relative_to(REPO)), s) for p, s in cited if s not in headings]
     assert not missing, f"sections not in docs/ARCHITECTURE.md: {missing}"
+
+
+LONG = 60  # lines: a job's function longer than this says why, in a comment starting "# Long:"
+
+
+def test_no_function_in_flows_is_long_without_saying_why() -> None:
+    """Jobs read as numbered step calls (docs/ARCHITECTURE.md, "Configuration"); a long one
+    is a library hiding in a job, or a step not yet named."""
+    long = []
+    for path in sources("flows"):
+        lines = path.read_text().splitlines()
+        for node in ast.walk(ast.parse("\n".join(lines))):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                body = lines[node.lineno - 1:node.end_lineno]
+                if len(body) > LONG and not any(b.strip().startswith("# Long:") for b in body):
+                    long.append(f"{path.relative_to(REPO)}:{node.lineno} {node.name} "
+                                f"({len(body)} lines)")
+    assert not long, long
+
+
+def test_public_functions_return_named_values_not_dicts() -> None:
+    """A result that crosses a module boundary is a dataclass; where a dict is the right
+    form (a JSON or YAML document, Ray's own schema) the signature says so in a comment."""
+    bare = []
+    for path in [*sources("serve"), *sources("train"), REPO / "flows" / "evaluate.py"]:
+        lines = path.read_text().splitlines()
+        for node in ast.walk(ast.parse("\n".join(lines))):
+            if (isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+                    and not node.name.startswith("_") and node.returns is not None
+                    and ast.unparse(node.returns) == "dict[str, Any]"
+                    and "#" not in lines[node.returns.end_lineno - 1]):
+                bare.append(f"{path.relative_to(REPO)}:{node.lineno} {node.name}")
+    assert not bare, bare

@@ -10,17 +10,14 @@
         users.parquet        user attributes for feature lookup (age, gender)
         user_history.npz     per-user training history (top category, category/style shares)
         item_content.npy     raw content embeddings of the catalog rows (when used)
-        popularity.npy       clicks per item, device and hour bucket (I, D, H), decayed by age:
-                             the popularity serving conditions on the request context
-        demographic.npy      clicks per item, age bucket and gender (I, A, G): the popularity
-                             of a brand-new user's demographic cell
-        item_item.npz        the item-item weights (EASE or co-occurrence, train/item_item.py)
-        user_items.npz       each user's items (catalog rows), rows in users.parquet's order
-        blend.json           the blend of every signal, per user segment (train/blend.py)
+        popularity.npy, demographic.npy, item_item.npz, user_items.npz, blend.json
+                             the closed-form sources and the blend (train/sources.py)
     artifacts/LATEST         name of the newest published version
 
-A version is written to a temporary folder and renamed into place, so a reader never sees a
-half-written one; `load_bundle` refuses a folder whose manifest or checksums don't match.
+A version is one value, `Bundle`: `publish(root, bundle)` writes it and `load_bundle` reads
+the same value back. It is written to a temporary folder and renamed into place, so a reader
+never sees a half-written one; `load_bundle` refuses a folder whose manifest or checksums
+don't match.
 """
 
 from __future__ import annotations
@@ -30,7 +27,7 @@ import hashlib
 import json
 import os
 import shutil
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -44,11 +41,10 @@ from torch import nn
 
 from index.faiss_index import load_index, save_index
 from train import schema
-from train.blend import Blend
 from train.dlrm import DLRM
 from train.features import Features, UserTable
-from train.item_item import Histories, ItemItem
 from train.registry import MODELS, build, kind_of, spec
+from train.sources import Sources
 from train.two_tower import TwoTower
 
 MANIFEST = "manifest.json"
@@ -61,10 +57,14 @@ class ArtifactError(RuntimeError):
 
 @dataclass
 class Bundle:
-    """A loaded, verified version: what serving and evaluation work from."""
+    """One version: what serving and evaluation work from, and what `publish` writes.
+
+    A loaded version's `manifest` is its manifest.json. One about to be published holds what
+    its publisher says of it, `data_window` and `metrics`; `publish` adds the format, the
+    creation time and every file's checksum."""
 
     version: str
-    path: Path
+    path: Path  # the version folder (where it is, or will be, published)
     manifest: dict[str, Any]
     features: Features
     two_tower: TwoTower
@@ -74,11 +74,7 @@ class Bundle:
     users: pd.DataFrame  # indexed by user_id
     user_table: UserTable  # `users` and their history as arrays, for per-request lookups
     item_content: np.ndarray | None  # (I, E) raw content embeddings of the catalog rows
-    popularity: np.ndarray | None = None  # (I, D, H) clicks per item, device, hour bucket
-    demographic: np.ndarray | None = None  # (I, A, G) clicks per item, age bucket, gender
-    item_item: ItemItem | None = None
-    histories: Histories | None = None  # rows in user_table's order
-    blend: Blend | None = None  # None: the DLRM alone ranks (a version from before blends)
+    sources: Sources | None = None  # None: the DLRM alone ranks (a version from before them)
     item_rows: dict[str, np.ndarray] = field(init=False)  # features.item_table(items)
 
     def __post_init__(self) -> None:
@@ -124,63 +120,45 @@ def write_table(frame: pd.DataFrame, expected: pa.Schema, path: Path) -> None:
                                   expected), path)
 
 
-def publish(root: Path, version: str, *, features: Features, two_tower: TwoTower, dlrm: DLRM,
-            index: faiss.Index, items: pd.DataFrame, users: pd.DataFrame, user_table: UserTable,
-            item_content: np.ndarray | None, data_window: dict[str, Any],
-            metrics: dict[str, Any], popularity: np.ndarray | None = None,
-            demographic: np.ndarray | None = None, item_item: ItemItem | None = None,
-            histories: Histories | None = None, blend: Blend | None = None,
-            promote: bool = True) -> Path:
-    """Write a complete version folder atomically and, when `promote`, point LATEST at it
-    (a version that is not promoted stays on disk for inspection, unserved)."""
+def publish(root: Path, bundle: Bundle, promote: bool = True) -> Bundle:
+    """Write `bundle` as `root/<bundle.version>/`, atomically, and when `promote` point LATEST
+    at it (a version that is not promoted stays on disk for inspection, unserved). Returns
+    the published version as `load_bundle` would read it."""
     root.mkdir(parents=True, exist_ok=True)
-    final = root / version
+    final = root / bundle.version
     if final.exists():
-        raise ArtifactError(f"version {version} already exists in {root}; pick a new name")
-    tmp = root / f".{version}.tmp"
+        raise ArtifactError(f"version {bundle.version} already exists in {root}; pick a new "
+                            "name")
+    if bundle.sources is not None:
+        bundle.sources.check(len(bundle.items), len(bundle.user_table.rows))
+    tmp = root / f".{bundle.version}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    features.save(tmp)
-    save_model(two_tower, tmp, features.cardinalities)
-    save_model(dlrm, tmp, features.cardinalities)
-    save_index(index, tmp / "index.faiss")
-    write_table(items, schema.ITEMS, tmp / "items.parquet")
-    write_table(users.reset_index(), schema.USERS, tmp / "users.parquet")
-    user_table.save(tmp / "user_history.npz")
-    if item_content is not None:
-        np.save(tmp / "item_content.npy", item_content)
-    if popularity is not None:
-        if popularity.shape[0] != len(items):
-            raise ValueError(f"popularity has {popularity.shape[0]} rows for {len(items)} items")
-        np.save(tmp / "popularity.npy", popularity.astype(np.float32))
-    if demographic is not None:
-        np.save(tmp / "demographic.npy", demographic.astype(np.float32))
-    if item_item is not None:
-        if item_item.n_items != len(items):
-            raise ValueError(f"item-item weights for {item_item.n_items} items, catalog has "
-                             f"{len(items)}")
-        item_item.save(tmp / "item_item.npz")
-    if histories is not None:
-        if len(histories) != len(user_table.rows):
-            raise ValueError(f"{len(histories)} histories for {len(user_table.rows)} users")
-        histories.save(tmp / "user_items.npz")
-    if blend is not None:
-        blend.save(tmp / "blend.json")
-    files = {p.name: sha256(p) for p in sorted(tmp.iterdir())}
+    bundle.features.save(tmp)
+    save_model(bundle.two_tower, tmp, bundle.features.cardinalities)
+    save_model(bundle.dlrm, tmp, bundle.features.cardinalities)
+    save_index(bundle.index, tmp / "index.faiss")
+    write_table(bundle.items, schema.ITEMS, tmp / "items.parquet")
+    write_table(bundle.users.reset_index(), schema.USERS, tmp / "users.parquet")
+    bundle.user_table.save(tmp / "user_history.npz")
+    if bundle.item_content is not None:
+        np.save(tmp / "item_content.npy", bundle.item_content)
+    if bundle.sources is not None:
+        bundle.sources.save(tmp)
     manifest = {
         "format": FORMAT,
-        "version": version,
+        "version": bundle.version,
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "data_window": data_window,
-        "metrics": metrics,
-        "files": files,
+        "data_window": bundle.manifest.get("data_window", {}),
+        "metrics": bundle.manifest.get("metrics", {}),
+        "files": {p.name: sha256(p) for p in sorted(tmp.iterdir())},
     }
     (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1, default=float))
     tmp.rename(final)
     if promote:
-        (root / ".LATEST.tmp").write_text(version)
+        (root / ".LATEST.tmp").write_text(bundle.version)
         os.replace(root / ".LATEST.tmp", root / "LATEST")
-    return final
+    return replace(bundle, path=final, manifest=json.loads((final / MANIFEST).read_text()))
 
 
 def resolve(path: Path) -> Path:
@@ -194,7 +172,7 @@ def resolve(path: Path) -> Path:
         f"run `warmstart train` first or pass a version folder")
 
 
-def verify(folder: Path) -> dict[str, Any]:
+def verify(folder: Path) -> dict[str, Any]:  # the version's manifest.json
     """The manifest of `folder`, after checking that every file matches its checksum."""
     mpath = folder / MANIFEST
     try:
@@ -241,9 +219,10 @@ def load_bundle(path: Path) -> Bundle:
     items = pd.read_parquet(folder / "items.parquet")
     users = pd.read_parquet(folder / "users.parquet").set_index("user_id")
     content = folder / "item_content.npy"
-    popularity = folder / "popularity.npy"
-    demographic, item_item = folder / "demographic.npy", folder / "item_item.npz"
-    histories, blend = folder / "user_items.npz", folder / "blend.json"
+    try:
+        sources = Sources.load(folder)
+    except (FileNotFoundError, ValueError) as e:
+        raise ArtifactError(str(e)) from None
     return Bundle(
         version=manifest["version"],
         path=folder,
@@ -256,9 +235,5 @@ def load_bundle(path: Path) -> Bundle:
         users=users,
         user_table=UserTable.load(users, folder / "user_history.npz"),
         item_content=np.load(content) if content.exists() else None,
-        popularity=np.load(popularity) if popularity.exists() else None,
-        demographic=np.load(demographic) if demographic.exists() else None,
-        item_item=ItemItem.load(item_item) if item_item.exists() else None,
-        histories=Histories.load(histories) if histories.exists() else None,
-        blend=Blend.load(blend) if blend.exists() else None,
+        sources=sources,
     )

@@ -1,16 +1,17 @@
-"""Training loops for both models: Ray Train for a full training, in-process for a small one.
+"""One training loop for both models, run where its rows are: `fit(kind, ..., train, val, ...)`.
 
-`fit()` takes featurized Ray Datasets (train and validation), trains on CPU, GPU or AWS
-Neuron workers (`LoopConfig.accelerator`), checkpoints every epoch, and returns the trained
-model with the per-epoch metrics. CPU workers ask for fractional CPUs so that Ray Data keeps
-CPUs to feed them on a 2-core machine (a whole CPU per worker deadlocks there).
+    Ray Datasets   on Ray Train: CPU, GPU or AWS Neuron workers (`LoopConfig.accelerator`),
+                   a checkpoint every epoch under `RayRun` (resumed after a worker dies);
+                   CPU workers ask for fractional CPUs so that Ray Data keeps CPUs to feed
+                   them on a 2-core machine (a whole CPU per worker deadlocks there)
+    arrays         in this process, the same epochs (`_train_epoch`, `_val_loss`): for rows
+                   that fit in memory, where starting a Ray Train run (workers, process
+                   group, checkpoints) would cost more than the epoch itself (daily
+                   fine-tuning on a day of data)
 
-`fit_local()` runs the same epochs (`_train_epoch`, `_val_loss`) in this process on
-featurized arrays: what daily fine-tuning uses when its rows fit in memory, where starting
-a Ray Train run (workers, process group, checkpoints) would cost more than the epoch itself.
-
-Both stop early: after `LoopConfig.patience` epochs without a lower validation loss, and
-both return the weights of the epoch with the lowest one.
+Both stop early, after `LoopConfig.patience` epochs without a lower validation loss, and
+return the weights of the epoch with the lowest one with the per-epoch metrics.
+train/inputs.py makes either kind of rows from interaction rows.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from torch import nn
 
 from train.accelerators import check_accelerator
 from train.features import MASK_KINDS, mask_devices, mask_users
+from train.inputs import Rows
 from train.registry import MODELS, build, spec
 from train.scoring import to_tensors
 from train.storage import join, origin, ray_path, remove
@@ -215,16 +217,16 @@ def _batches(cols: dict[str, np.ndarray], batch_size: int,
         yield {k: v[at] for k, v in cols.items()}
 
 
-def fit_local(kind: str, model_cfg: Any, cards: dict[str, int],
-              train_cols: dict[str, np.ndarray], val_cols: dict[str, np.ndarray],
-              loop: LoopConfig, task_inputs: dict[str, np.ndarray] | None = None,
-              init: nn.Module | None = None) -> tuple[nn.Module, list[dict[str, Any]]]:
-    """`fit` in this process, on featurized arrays (one column each, as `featurize` gives
-    them): the same epochs, masking, early stop and choice of the best epoch, without Ray
-    Train's workers, process group and checkpoints. CPU only."""
+def _fit_in_process(kind: str, model_cfg: Any, cards: dict[str, int],
+                    train_cols: dict[str, np.ndarray], val_cols: dict[str, np.ndarray],
+                    loop: LoopConfig, task_inputs: dict[str, np.ndarray] | None = None,
+                    init: nn.Module | None = None) -> tuple[nn.Module, list[dict[str, Any]]]:
+    """`fit` on featurized arrays (one column each, as `featurize` gives them): the same
+    epochs, masking, early stop and choice of the best epoch, without Ray Train's workers,
+    process group and checkpoints. CPU only."""
     if loop.accelerator != "cpu":
-        raise ValueError("fit_local trains on this process's CPU; use fit() (Ray Train) for "
-                         f"accelerator {loop.accelerator!r}")
+        raise ValueError("training in this process runs on its CPU; pass Ray Datasets to "
+                         f"train on Ray Train workers with accelerator {loop.accelerator!r}")
     torch.manual_seed(loop.seed)
     threads = torch.get_num_threads()
     torch.set_num_threads(max(1, round(loop.num_workers * loop.cpus_per_worker)))
@@ -325,6 +327,13 @@ def scaling(loop: LoopConfig) -> tuple[ray.train.ScalingConfig, TorchConfig | No
                                     resources_per_worker=resources), None)
 
 
+def epoch_figures(history: list[dict[str, Any]]
+                  ) -> dict[str, Any]:  # JSON, for a version's manifest
+    """The per-epoch figures a version's manifest keeps of a `fit` history."""
+    keep = ("epoch", "train_loss", "val_loss", "train_rows", "start_epoch", "epoch_seconds")
+    return {"epochs": [{k: float(h[k]) for k in keep if k in h} for h in history]}
+
+
 def drop_runs(storage: Path, run: str) -> None:
     """Delete the Ray Train folders of `run` (one per model kind, `<run>-<kind>`) under
     `storage`, and under the URI it mirrors: checkpoints only matter while training."""
@@ -335,17 +344,38 @@ def drop_runs(storage: Path, run: str) -> None:
         shutil.rmtree(storage / f"{run}-{kind}", ignore_errors=True)
 
 
-def fit(kind: str, model_cfg: Any, cards: dict[str, int], train_ds: Any, val_ds: Any,
-        loop: LoopConfig, storage: Path, name: str,
-        task_inputs: dict[str, np.ndarray] | None = None, init: nn.Module | None = None
-        ) -> tuple[nn.Module, list[dict[str, Any]]]:
-    """Train `kind` (a key of train.registry.MODELS) on Ray Train; returns the trained model
-    with the weights of its best validation epoch, and per-epoch metrics.
+@dataclass(frozen=True)
+class RayRun:
+    """Where a Ray Train run keeps its checkpoints: `<storage>/<name>` (Ray Train writes to
+    the URI that `storage` mirrors, when it mirrors one: train/storage.py)."""
 
+    storage: Path
+    name: str
+
+
+def fit(kind: str, model_cfg: Any, cards: dict[str, int], train: Rows, val: Rows,
+        loop: LoopConfig, task_inputs: dict[str, np.ndarray] | None = None,
+        init: nn.Module | None = None, run: RayRun | None = None
+        ) -> tuple[nn.Module, list[dict[str, Any]]]:
+    """Train `kind` (a key of train.registry.MODELS) on `train`, stopping early on `val`;
+    returns the model with the weights of its best validation epoch, and per-epoch metrics.
+
+    `train`, `val`: featurized arrays (one column each) train in this process; Ray Datasets
+    on Ray Train workers, with checkpoints under `run`.
     `task_inputs`: keyword arrays of the kind's training wrapper (Two-Tower: `log_q`, the log
     of each catalog row's share of training clicks).
     `init`: a trained model of the same shape to start from (fine-tuning).
     """
+    if isinstance(train, dict):
+        return _fit_in_process(kind, model_cfg, cards, train, val, loop, task_inputs, init)
+    if run is None:
+        raise ValueError("training on Ray Train needs a RayRun: where its checkpoints go")
+    return _fit_on_ray(kind, model_cfg, cards, train, val, loop, run, task_inputs, init)
+
+
+def _fit_on_ray(kind: str, model_cfg: Any, cards: dict[str, int], train_ds: Any, val_ds: Any,
+                loop: LoopConfig, run: RayRun, task_inputs: dict[str, np.ndarray] | None,
+                init: nn.Module | None) -> tuple[nn.Module, list[dict[str, Any]]]:
     from ray.train import CheckpointConfig, FailureConfig, RunConfig
     from ray.train.torch import TorchTrainer
 
@@ -355,7 +385,7 @@ def fit(kind: str, model_cfg: Any, cards: dict[str, int], train_ds: Any, val_ds:
     state = ray.put({"init": None if init is None else init.state_dict(),
                      "task": dict(task_inputs or {})})
 
-    storage_path, storage_fs = ray_path(storage)
+    storage_path, storage_fs = ray_path(run.storage)
     scaling_config, torch_config = scaling(loop)
     trainer = TorchTrainer(
         train_loop_per_worker,
@@ -367,7 +397,7 @@ def fit(kind: str, model_cfg: Any, cards: dict[str, int], train_ds: Any, val_ds:
             # the URI when the artifacts are mirrored from one: every worker writes there
             storage_path=storage_path,
             storage_filesystem=storage_fs,
-            name=name,
+            name=run.name,
             failure_config=FailureConfig(max_failures=loop.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=2,
                                                checkpoint_score_attribute="val_loss",

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from flows.experiment.config import NamedLLM
+from flows.experiment.results import LatencyPoint, Quality
 from index.faiss_index import search
 from interests.backends import load_backend
 from train.blend import SegmentBlend, choose, standardize
@@ -52,11 +53,11 @@ def interleave(a: np.ndarray, b: np.ndarray, k: int) -> np.ndarray:
 
 
 def quality(top: np.ndarray, relevant: list[np.ndarray], k: int,
-            users: np.ndarray | None = None) -> dict[str, float]:
+            users: np.ndarray | None = None) -> Quality:
     """Mean recall and NDCG at k, over the `users` (bool, (U,)) given, else over all."""
     keep = np.ones(len(top), bool) if users is None else users
-    return {"recall": float(np.nanmean(recall_at_k(top, relevant, k)[keep])),
-            "ndcg": float(np.nanmean(ndcg_at_k(top, relevant, k)[keep]))}
+    return Quality(recall=float(np.nanmean(recall_at_k(top, relevant, k)[keep])),
+                   ndcg=float(np.nanmean(ndcg_at_k(top, relevant, k)[keep])))
 
 
 def merged(vectors: np.ndarray, known: np.ndarray, interests: np.ndarray,
@@ -104,7 +105,7 @@ def top_of(scores: np.ndarray, known: np.ndarray, k: int) -> np.ndarray:
 
 
 def latency_sweep(m: NamedLLM, prompts: list[Any], batch_sizes: tuple[int, ...],
-                  ) -> list[dict[str, Any]]:
+                  ) -> list[LatencyPoint]:
     """Per-profile latency (the batch's generate time) and throughput at each batch size,
     in this process; for a vLLM entry with `tensor_parallel_sizes`, also per tp degree."""
     points = []
@@ -120,9 +121,9 @@ def latency_sweep(m: NamedLLM, prompts: list[Any], batch_sizes: tuple[int, ...],
                 dt_s = time.perf_counter() - t0
                 total += dt_s
                 per_profile += [dt_s] * len(prompts[s:s + bs])
-            points.append({"llm": m.name, "tp": tp, "batch_size": bs,
-                           "p50_s": float(np.percentile(per_profile, 50)),
-                           "p99_s": float(np.percentile(per_profile, 99)),
-                           "profiles_per_s": len(prompts) / total})
+            points.append(LatencyPoint(llm=m.name, tp=tp, batch_size=bs,
+                                       p50_s=float(np.percentile(per_profile, 50)),
+                                       p99_s=float(np.percentile(per_profile, 99)),
+                                       profiles_per_s=len(prompts) / total))
         del backend
     return points

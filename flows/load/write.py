@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import re
 import shutil
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -67,27 +69,51 @@ def assign_days(ts: pd.Series, users: np.ndarray, cfg: LoadConfig) -> np.ndarray
     return day
 
 
+@dataclass(frozen=True)
+class Times:
+    """Each event's day and time columns, as the interactions schema has them."""
+
+    day: np.ndarray  # (N,) day partition
+    timed: np.ndarray  # (N,) bool: the event has a time
+    sec: np.ndarray  # (N,) seconds since the epoch, UTC (0 without a time)
+    when: pa.Array  # (N,) naive UTC, ms; null without a time
+    hour: np.ndarray  # (N,) 0-23, -1 unknown
+    weekday: np.ndarray  # (N,) Monday = 0, -1 unknown
+
+    @classmethod
+    def of(cls, ev: pd.DataFrame, cfg: LoadConfig) -> Times:
+        timed = ev["ts"].notna().to_numpy()
+        sec = ev["ts"].fillna(0).to_numpy(np.int64)
+        # Naive UTC at millisecond resolution, as the schema says (Parquet has no seconds
+        # unit); null where the event has no time, and then no hour or weekday either.
+        return cls(day=assign_days(ev["ts"], ev["user_id"].to_numpy(object), cfg),
+                   timed=timed, sec=sec,
+                   when=pa.array((sec * 1000).astype("datetime64[ms]"), mask=~timed),
+                   hour=np.where(timed, (sec // 3600) % 24, -1),
+                   weekday=np.where(timed, (sec // 86400 + 3) % 7, -1))  # 1970-01-01: Thu
+
+
 def write_dataset(src: Source, cfg: LoadConfig) -> dict:
     """Write `src` under `cfg.out`; returns the report also saved as `load_report.json`."""
     check_out(cfg.out, cfg.overwrite, (LOAD_REPORT, REVIEWS))
-    ev = src.events
-    timed = ev["ts"].notna().to_numpy()  # N
-    day = assign_days(ev["ts"], ev["user_id"].to_numpy(object), cfg)
-    sec = ev["ts"].fillna(0).to_numpy(np.int64)  # N, seconds since the epoch, UTC
-    # Naive UTC at millisecond resolution, as the schema says (Parquet has no seconds unit);
-    # null where the event has no time, and then no hour or weekday either (-1, unknown).
-    when = pa.array((sec * 1000).astype("datetime64[ms]"), mask=~timed)
-    hour = np.where(timed, (sec // 3600) % 24, -1)  # N
-    weekday = np.where(timed, (sec // 86400 + 3) % 7, -1)  # N, Monday = 0 (1970-01-01: Thu)
-
+    times = Times.of(src.events, cfg)
     for sub in (INTERACTIONS, TRUTH):  # only with overwrite, see check_out
         shutil.rmtree(cfg.out / sub, ignore_errors=True)
     (cfg.out / REVIEWS).unlink(missing_ok=True)  # the old data's reviews would mislead
     cfg.out.mkdir(parents=True, exist_ok=True)
+    write_tables(src, cfg.out)
+    counts = [write_day(src.events, times, d, cfg.out) for d in range(cfg.days)]
+    report = load_report(src, cfg, times, counts)
+    (cfg.out / LOAD_REPORT).write_text(json.dumps(report, indent=1))
+    return report
+
+
+def write_tables(src: Source, out: Path) -> None:
+    """items.parquet, users.parquet and, when the source has them, reviews.parquet."""
     for frame, expected, name in ((src.items, schema.ITEMS, ITEMS),
                                   (src.users, schema.USERS, USERS)):
         table = pa.Table.from_pandas(frame, preserve_index=False)
-        pq.write_table(schema.conform(table, expected), cfg.out / name)
+        pq.write_table(schema.conform(table, expected), out / name)
     if src.reviews is not None:
         r = src.reviews
         pq.write_table(pa.table({
@@ -96,27 +122,34 @@ def write_dataset(src: Source, cfg: LoadConfig) -> dict:
             "ts": pa.array(r["ts"], pa.int64()),  # seconds since the epoch, UTC; null: none
             "summary": pa.array(r["summary"].to_numpy(), pa.string()),
             "text": pa.array(r["text"].to_numpy(), pa.string()),
-        }), cfg.out / REVIEWS)
-    counts = []
-    for d in range(cfg.days):
-        on = np.flatnonzero(day == d)  # file order, then time order for the timed ones
-        on = on[np.lexsort((sec[on], ~timed[on]))]
-        table = pa.table([
-            ev["user_id"].to_numpy()[on],
-            ev["item_id"].to_numpy()[on],
-            when.take(pa.array(on)),
-            hour[on],
-            weekday[on],
-            np.full(len(on), "unknown", dtype=object),  # no device in the source
-            ev["label"].to_numpy()[on],
-        ], schema=schema.INTERACTIONS)
-        folder = cfg.out / INTERACTIONS / f"day={d:02d}"
-        folder.mkdir(parents=True)
-        pq.write_table(table, folder / "part-0.parquet")
-        counts.append(len(on))
+        }), out / REVIEWS)
 
-    first = [pc.min(when.filter(pa.array((day == d) & timed))).as_py() for d in range(cfg.days)]
-    report = {
+
+def write_day(ev: pd.DataFrame, times: Times, d: int, out: Path) -> int:
+    """Day `d`'s events as `interactions/day=NN/part-0.parquet`; returns how many."""
+    on = np.flatnonzero(times.day == d)  # file order, then time order for the timed ones
+    on = on[np.lexsort((times.sec[on], ~times.timed[on]))]
+    table = pa.table([
+        ev["user_id"].to_numpy()[on],
+        ev["item_id"].to_numpy()[on],
+        times.when.take(pa.array(on)),
+        times.hour[on],
+        times.weekday[on],
+        np.full(len(on), "unknown", dtype=object),  # no device in the source
+        ev["label"].to_numpy()[on],
+    ], schema=schema.INTERACTIONS)
+    folder = out / INTERACTIONS / f"day={d:02d}"
+    folder.mkdir(parents=True)
+    pq.write_table(table, folder / "part-0.parquet")
+    return len(on)
+
+
+def load_report(src: Source, cfg: LoadConfig, times: Times, counts: list[int]) -> dict:
+    """What was read, written, skipped, dropped and added (`load_report.json`)."""
+    ev, timed = src.events, times.timed
+    first = [pc.min(times.when.filter(pa.array((times.day == d) & timed))).as_py()
+             for d in range(cfg.days)]
+    return {
         "preset": cfg.preset, "format": src.format,
         "src": str(cfg.src) if cfg.src else None,
         "rows_read": src.rows_read, "bad_rows": len(src.bad),
@@ -136,8 +169,6 @@ def write_dataset(src: Source, cfg: LoadConfig) -> dict:
         "dropped": [b.as_dict() for b in src.dropped],
         "created": [b.as_dict() for b in src.created],
     }
-    (cfg.out / LOAD_REPORT).write_text(json.dumps(report, indent=1))
-    return report
 
 
 ACTIONS = (("bad", "row skipped"), ("dropped", "value dropped"),

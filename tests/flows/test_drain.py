@@ -12,10 +12,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from bench.redis_server import RedisServer
 from flows.finetune import FinetuneConfig, add_args, config, drain_events, plan_days
 from flows.layout import event_days, read_interactions
 from serve.event_log import Event, EventLog, LocalLog, RedisStreamLog
-from tests.redis_server import RedisServer
 from train import schema
 
 DAY0 = dt.datetime(2026, 1, 5)  # a Monday, as the generator's FIRST_DAY

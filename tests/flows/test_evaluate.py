@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from flows.evaluate import format_report
+from flows.evaluate import EvalReport, format_report
 from train.artifacts import load_bundle
 
 pytestmark = pytest.mark.ray
@@ -36,7 +36,9 @@ def test_pipeline_beats_chance_and_reports_every_baseline(tiny_artifacts: Path) 
                                                  r["popularity"]["overall"][recall])
     # Popularity ignores the user, so masking the user cannot change it; the DLRM uses them.
     assert g["dlrm"]["masked"]["auc"] != g["dlrm"]["overall"]["auc"]
-    text = format_report(report)
+    parsed = EvalReport.from_dict(report)
+    assert parsed.to_dict() == report  # the manifest's JSON form, read and written back
+    text = format_report(parsed)
     assert f"two_tower recall@{k} is" in text and f"serving recall@{k} is" in text
     assert "    popularity_demographic" in text
     # The serving path's top 10 at each diversity setting: sampling spreads the lists.

@@ -61,8 +61,8 @@ def test_quality_by_hand() -> None:
     relevant = [np.array([7, 9]), np.array([2])]
     q = quality(top, relevant, 3)
     # user 0: 1 of 2 found, DCG 1/log2(4) = 0.5, ideal 1 + 1/log2(3) = 1.631; user 1: none.
-    assert q["recall"] == pytest.approx((0.5 + 0.0) / 2)
-    assert q["ndcg"] == pytest.approx((0.5 / 1.6309297535714575 + 0.0) / 2)
+    assert q.recall == pytest.approx((0.5 + 0.0) / 2)
+    assert q.ndcg == pytest.approx((0.5 / 1.6309297535714575 + 0.0) / 2)
 
 
 def test_merged_blends_the_sources_on_the_fit_users_and_keeps_the_better_one() -> None:
@@ -84,8 +84,8 @@ def test_merged_blends_the_sources_on_the_fit_users_and_keeps_the_better_one() -
     assert w["popularity"] > abs(w["item_neighbours"]) and w["popularity"] > abs(
         w["llm_interests"])
     popular = np.tile(np.argsort(-popularity)[:k], (n_users, 1))
-    assert quality(top, relevant, k, ~fit)["recall"] >= quality(popular, relevant, k,
-                                                                ~fit)["recall"] - 1e-9
+    assert quality(top, relevant, k, ~fit).recall >= quality(popular, relevant, k,
+                                                             ~fit).recall - 1e-9
     assert (top != known[:, None]).all()  # never the item the user already has
 
 
@@ -103,19 +103,18 @@ def test_experiment_on_tiny_writes_every_chart(tiny_data: Path, tiny_t5: Path,
         png = cfg.out / chart
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f'src="{chart}"' in html
     assert "synthetic retail world (generator seed 7)" in html
-    assert list(r["pairs"]) == ["smollm2 x minilm", "smollm2 x t5-tiny"]
-    m = np.array(r["overlap"]["matrix"])
+    assert list(r.pairs) == ["smollm2 x minilm", "smollm2 x t5-tiny"]
+    m = np.array(r.overlap.matrix)
     np.testing.assert_allclose(np.diag(m), 1.0)
     np.testing.assert_allclose(m, m.T)
-    assert r["oracle"] is not None and r["users"] == 8
-    for p in r["pairs"].values():
-        assert p["json_valid_rate"] == 1.0 and 0 < p["distinct_output_rate"] <= 1
-        assert sum(p["status"].values()) == 8 and p["cost_per_1k_usd"] > 0
-        for q in p["quality"].values():
-            assert 0 <= q["recall"] <= 1 and 0 <= q["ndcg"] <= 1
-        assert set(p["quality"]) == {"item_neighbours", "llm_interests", "merged",
-                                     "interleaved"}
-    assert r["reported_users"] < r["users"] and len(r["ablation"]) == len(r["pairs"])
-    assert {(p["batch_size"]) for p in r["latency"]} == {1, 2}
+    assert r.oracle is not None and r.users == 8
+    for p in r.pairs.values():
+        assert p.json_valid_rate == 1.0 and 0 < p.distinct_output_rate <= 1
+        assert sum(p.status.values()) == 8 and p.cost_per_1k_usd > 0
+        for q in p.quality.values():
+            assert 0 <= q.recall <= 1 and 0 <= q.ndcg <= 1
+        assert set(p.quality) == {"item_neighbours", "llm_interests", "merged", "interleaved"}
+    assert r.reported_users < r.users and len(r.ablation) == len(r.pairs)
+    assert {p.batch_size for p in r.latency} == {1, 2}
     saved = json.loads((cfg.out / "results.json").read_text())
-    assert saved["pairs"].keys() == r["pairs"].keys()
+    assert saved == r.to_dict() and saved["pairs"].keys() == r.pairs.keys()

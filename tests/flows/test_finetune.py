@@ -50,8 +50,8 @@ def test_finetune_keeps_items_fixed_and_moves_the_query_side(
     shutil.copytree(tiny_artifacts.parent, root)  # the shared fixture stays untouched
     before = load_bundle(root)
     out = finetune(FinetuneConfig(data=tiny_data, artifacts=root, margin=float("inf")))
-    after = load_bundle(root / out["version"])
-    assert out["promoted"] and (root / "LATEST").read_text() == out["version"]
+    after = load_bundle(root / out.version)
+    assert out.promoted and (root / "LATEST").read_text() == out.version
 
     # Item side frozen: same index, same item-tower weights.
     np.testing.assert_array_equal(after.index.reconstruct_n(0, after.index.ntotal),
@@ -81,5 +81,5 @@ def test_finetune_keeps_items_fixed_and_moves_the_query_side(
     ft = after.manifest["metrics"]["finetune"]
     assert ft["from_version"] == before.version and ft["item_embedding_drift"] <= 1e-5
     assert set(ft["before_after"]) == {"recall@100", "auc"}
-    assert json.loads((root / out["version"] / "manifest.json").read_text())["version"] == \
-        out["version"]
+    assert json.loads((root / out.version / "manifest.json").read_text())["version"] == \
+        out.version

@@ -23,9 +23,9 @@ import httpx
 import pyarrow.fs as pafs
 import pytest
 
+from bench.redis_server import RedisServer
 from flows.runtime import SERVE_FAST_ENV
 from tests.helpers import free_port
-from tests.redis_server import RedisServer
 from tests.s3_server import S3Server
 from train import storage
 from train.artifacts import resolve, verify

@@ -1,6 +1,6 @@
 """The closed-form sources and their tuning, on hand-made clicks whose answers are known: the
 repeat share, decayed popularity in context and per demographic cell, the half-life and l2
-picked on validation clicks, the objective, and the sampled negatives of the DLRM. No test
+picked on validation clicks, and the objective. No test
 starts Ray (the whole step runs on a real tiny version in tests/flows/test_train.py)."""
 
 from __future__ import annotations
@@ -19,8 +19,7 @@ from flows.sources import (
     tune_half_life,
     tune_l2,
 )
-from flows.train import Negatives
-from serve.popularity import Demographic, decay
+from serve.popularity import Demographic
 from train.features import Features, UserTable
 from train.item_item import ItemItemConfig
 
@@ -35,12 +34,6 @@ def clicks(user: list[int], item: list[int], days_ago: list[float] | None = None
     ts = T0 - (ago * 86_400_000).astype("timedelta64[ms]")
     return Clicks(user=np.asarray(user), item=np.asarray(item), ts=ts,
                   device=np.asarray(device or [0] * n), hour=np.asarray(hour or [12] * n))
-
-
-def test_decay_halves_the_weight_every_half_life() -> None:
-    ts = np.array([T0, T0 - 2 * DAY, T0 - 4 * DAY, np.datetime64("NaT")], "datetime64[ms]")
-    np.testing.assert_allclose(decay(ts, 2.0), [1.0, 0.5, 0.25, 1.0])  # NaT: no time, 1
-    np.testing.assert_allclose(decay(ts, None), 1.0)
 
 
 def test_repeat_share_counts_validation_clicks_on_items_already_had() -> None:
@@ -108,16 +101,3 @@ def test_popularity_and_demographic_counts_decay_by_age(fitted: tuple[Features, 
     d = Demographic(demo, smoothing=0.0)
     assert d.top(int(a), int(f), 1).tolist() == [0]
     np.testing.assert_allclose(d.scores_of(int(a), int(f), np.array([0, 1])), [2.0, 0.0])
-
-
-def test_sampled_negatives_follow_the_click_distribution_and_the_seed() -> None:
-    items = pd.DataFrame({"item_id": ["x", "y", "z"]})
-    neg = Negatives.of(2, np.log(np.array([0.8, 0.2, 1e-9])), items)
-    batch = pd.DataFrame({"user_id": ["a", "b", "c"], "item_id": ["x", "y", "x"],
-                          "label": [1, 0, 1]})
-    out = neg.add(batch, seed=0)
-    assert len(out) == 3 + 2 * 2  # two for each of the two positives
-    added = out.iloc[3:]
-    assert (added["label"] == 0).all() and list(added["user_id"]) == ["a", "a", "c", "c"]
-    assert set(added["item_id"]) <= {"x", "y"}  # z has no clicks: (1e-9) ** 0.75 ~ never
-    pd.testing.assert_frame_equal(out, neg.add(batch, seed=0))  # the same rows, the same draw

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
+from bench.redis_server import RedisServer
 from tests.helpers import free_port
-from tests.redis_server import RedisServer
 
 
 @pytest.fixture(scope="session")

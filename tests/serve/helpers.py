@@ -10,7 +10,7 @@ from train.artifacts import load_bundle
 
 def deploy(artifacts: Path, port: int, stores: StoresConfig) -> str:
     """The app on the running Ray (Serve app "warmstart" at "/"); returns the base URL."""
-    from serve.app import run_app
+    from serve.deploy import run_app
 
     return run_app(artifacts, HTTPConfig(port=port), stores=stores)
 

@@ -59,7 +59,7 @@ def test_http_recommend_known_unknown_and_malformed(server: str, tiny_artifacts:
         state = build_state(bundle)
         direct = asyncio.run(Pipeline(state, bare_stores(state)).recommend(Request(
             user_id=user, device="web", timestamp=dt.datetime(2026, 1, 12, 9), k=5)))
-        assert [i["item_id"] for i in body["items"]] == [i["item_id"] for i in direct["items"]]
+        assert [i["item_id"] for i in body["items"]] == [i.item_id for i in direct.items]
 
         r = c.post("/recommend", json={"user_id": "brand-new", "timestamp": 1768208400})
         assert r.status_code == 200 and not r.json()["known_user"]
@@ -111,13 +111,45 @@ def test_a_click_is_hidden_and_reflected_in_the_next_answer(server: str,
 
 
 def test_serving_refuses_a_damaged_version(tiny_artifacts: Path, tmp_path: Path) -> None:
-    from serve.app import app_config
+    from serve.deploy import app_config
 
     copy = tmp_path / "v"
     shutil.copytree(tiny_artifacts, copy)
     (copy / "index.faiss").write_bytes(b"garbage")
     with pytest.raises(ArtifactError, match="index.faiss does not match its checksum"):
         app_config(copy)
+
+
+def test_the_response_models_are_views_of_the_serving_values() -> None:
+    """Each response model has its value's fields, in its order, and reads the value as it
+    is: a field added to one and not the other fails here, not in a client."""
+    import dataclasses
+    import re
+    import typing
+
+    from serve.app import EventResponse, RecommendResponse, ScoredItem
+    from serve.events import EventReceipt
+    from serve.pipeline import Answer, AnsweredItem
+
+    for view, value in ((RecommendResponse, Answer), (ScoredItem, AnsweredItem),
+                        (EventResponse, EventReceipt)):
+        assert list(view.model_fields) == [f.name for f in dataclasses.fields(value)], view
+        hints = typing.get_type_hints(value)
+
+        def plain(t: object) -> str:
+            """A type without module paths; a view's list is its value's tuple."""
+            name = re.sub(r"[\w.]+\.(\w+)", r"\1", str(t)).replace("ScoredItem", "AnsweredItem")
+            return name.replace("list[", "tuple[").replace(", ...]", "]")
+
+        for name, field in view.model_fields.items():
+            assert plain(field.annotation) == plain(hints[name]), (view, name)
+    answer = Answer(user_id=None, known_user=False, device=None, model_version="v",
+                    items=(AnsweredItem("i1", 0.5, "popular", "Boot", "shoes"),),
+                    degraded=("seen_filter",), warnings=())
+    read = RecommendResponse.model_validate(dataclasses.asdict(answer))
+    assert read.model_dump() == dataclasses.asdict(answer) | {
+        "items": [dataclasses.asdict(answer.items[0])], "degraded": ["seen_filter"],
+        "warnings": []}
 
 
 def test_the_request_schema_takes_k_from_serve_config() -> None:

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from bench.redis_server import RedisServer
 from serve.config import StoresConfig
 from serve.online import OnlineConfig
-from tests.redis_server import RedisServer
 from tests.serve.helpers import deploy, known_user
 from train.artifacts import load_bundle
 

@@ -18,12 +18,12 @@ from typing import Any
 import numpy as np
 import pytest
 
+from bench.redis_server import RedisServer
 from serve.event_log import Event, EventLog, EventLogConfig, LocalLog, RedisStreamLog, open_log
-from serve.events import ActivityConfig, EventSink, shift_interest
+from serve.events import ActivityConfig, EventReceipt, EventSink, shift_interest
 from serve.popularity import Popularity
 from serve.stores import StoreUnavailable
 from tests.helpers import REPO
-from tests.redis_server import RedisServer
 
 T0 = dt.datetime(2026, 1, 19, 9, 30)
 
@@ -227,7 +227,7 @@ def test_an_event_is_logged_first_then_applies_every_effect() -> None:
     journal: list[tuple[Any, ...]] = []
     s = sink(journal)
     out = s.handle(event(1), device=1, hour=10)
-    assert out == {"id": "1", "degraded": []}
+    assert out == EventReceipt(id="1")
     assert journal == [("log", "append", "i1"), ("seen", "add", "u1", ["i1"]),
                        ("online", "user", "u1"),
                        ("online", "push", "u1", 1, [0.0, 0.5]),  # zeros, then 0.5 -> cat 1
@@ -252,7 +252,7 @@ def test_degraded_effects_are_reported_and_counted_the_rest_still_apply(
     with caplog.at_level(logging.WARNING):
         out = s.handle(event(1), device=1, hour=10)
         s.handle(event(2), device=1, hour=10)
-    assert out["degraded"] == ["seen", "popularity"]
+    assert out.degraded == ("seen", "popularity")
     assert s.degraded == {"seen": 2, "popularity": 2}
     assert [j[:2] for j in journal if j[0] != "online"] == [("log", "append")] * 2
     assert ("online", "push", "u1", 1, [0.0, 0.5]) in journal

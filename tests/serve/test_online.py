@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from bench.redis_server import RedisServer
 from serve.online import (
     ACTIVITY,
     PROFILE,
@@ -33,7 +34,6 @@ from serve.online import (
 )
 from serve.stores import StoreUnavailable
 from tests.helpers import REPO
-from tests.redis_server import RedisServer
 from train.features import Features, UserTable
 
 USERS = ["u1", "u2", "u3"]
@@ -173,8 +173,8 @@ def test_feast_push_goes_through_the_push_source(bundle: Any,
 
 def test_materialize_writes_the_offline_parquet_and_reports(bundle: Any) -> None:
     stats = materialize(bundle, OnlineConfig())
-    assert stats["users"] == 3 and stats["items"] == 4 and stats["version"] == "v1"
-    assert stats["seconds"] >= 0
+    assert stats.users == 3 and stats.items == 4 and stats.version == "v1"
+    assert stats.seconds >= 0
     root = bundle.path.parent / "online"  # the default: beside the versions
     profile = pd.read_parquet(root / "user_profile.parquet").set_index("user_id")
     assert list(profile.columns[:len(PROFILE)]) == list(PROFILE)
@@ -312,7 +312,7 @@ def test_materialize_a_trained_version(tiny_artifacts: Path) -> None:
     b = load_bundle(tiny_artifacts)
     cfg = OnlineConfig()
     stats = materialize(b, cfg)
-    assert stats["users"] == len(b.users)
+    assert stats.users == len(b.users)
     online = open_online(cfg, b)
     ids = list(b.user_table.rows)[:50]
     for u in ids:

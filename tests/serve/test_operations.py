@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import yaml
 
+from bench.redis_server import RedisServer
 from flows.cli import module_parser
 from flows.serve import config as serve_flow_config
 from flows.serve import printed_config
@@ -31,7 +32,6 @@ from serve.config import (
 from serve.event_log import EventLogConfig
 from serve.online import OnlineConfig
 from tests.helpers import REPO
-from tests.redis_server import RedisServer
 from tests.serve.helpers import known_user
 
 TOKEN = "s3cret-token"
@@ -90,7 +90,7 @@ def test_promotion_under_load_fails_no_request(two_versions: tuple[Path, str, st
     import httpx
     from ray import serve
 
-    from serve.app import run_app
+    from serve.deploy import run_app
 
     root, v1, v2 = two_versions
     redis = RedisServer(tmp_path / "redis") if replicas > 1 else None
@@ -199,7 +199,7 @@ def test_autoscaling_adds_a_replica_under_load_and_removes_it_after(
     import httpx
     from ray import serve
 
-    from serve.app import run_app
+    from serve.deploy import run_app
 
     srv = RedisServer(tmp_path / "redis")
     counts: list[tuple[float, int]] = []
@@ -259,7 +259,7 @@ def test_the_apps_metrics_reach_rays_prometheus_endpoint(tiny_artifacts: Path, s
     import httpx
     from ray import serve
 
-    from serve.app import run_app
+    from serve.deploy import run_app
 
     stores = StoresConfig(online=OnlineConfig(path=tmp_path / "online"),
                           events=EventLogConfig(path=tmp_path / "events.jsonl"))

@@ -48,7 +48,7 @@ def ask(p: Pipeline, user: str | None, k: int = 10, **kw: Any) -> dict[str, Any]
 
 
 def ids(answer: dict[str, Any]) -> list[str]:
-    return [i["item_id"] for i in answer["items"]]
+    return [i.item_id for i in answer.items]
 
 
 def known_user(state: ServingState, n: int = 0) -> str:
@@ -69,15 +69,15 @@ def test_ranking_is_sorted_context_matters_and_scores_blend_the_dlrms(state: Ser
     user = known_user(state)
     web = ask(p, user, 50, timestamp=dt.datetime(2026, 1, 12, 9))
     ios = ask(p, user, 50, device="ios", timestamp=dt.datetime(2026, 1, 18, 21))
-    scores = [i["score"] for i in web["items"]]
+    scores = [i.score for i in web.items]
     assert scores == sorted(scores, reverse=True) and len(scores) == 50
-    assert web["known_user"] is True and web["degraded"] == [] and web["model_version"]
-    assert scores != [i["score"] for i in ios["items"]]
+    assert web.known_user is True and web.degraded == () and web.model_version
+    assert scores != [i.score for i in ios.items]
     # The DLRM signal of the first item is exactly what scoring gives for that row, the way
     # evaluation computes it (features built by the training path, not serving's), and its
     # score is the version's blend of that row's signals.
     b = state.bundle
-    row = [state.item_pos[web["items"][0]["item_id"]]]
+    row = [state.item_pos[web.items[0].item_id]]
     u = b.features.user_features(np.array([user]), b.user_table)
     rows = u | {k: v[row] for k, v in b.item_rows.items()}
     rows |= cross_features(rows, rows, b.user_table)
@@ -97,11 +97,11 @@ def test_a_user_without_history_gets_popularity_in_their_context(state: ServingS
     p = Pipeline(state, bare_stores(state))
     a, b = ask(p, "never-seen-1"), ask(p, "never-seen-2")
     anonymous = ask(p, None)
-    assert a["known_user"] is False and len(a["items"]) == 10
+    assert a.known_user is False and len(a.items) == 10
     assert ids(a) == ids(b) == ids(anonymous)
     # Popularity candidates are ranked with the rest, and they follow the context.
-    sources = {s for i in a["items"] for s in i["source"].split("+")}
-    assert "popular" in sources, a["items"]
+    sources = {s for i in a.items for s in i.source.split("+")}
+    assert "popular" in sources, a.items
     pop = bare_stores(state).popularity
     web = pop.top(state.devices["web"], 12, None, 100)
     ios = pop.top(state.devices["ios"], 21, None, 100)
@@ -111,8 +111,8 @@ def test_a_user_without_history_gets_popularity_in_their_context(state: ServingS
 def test_an_unknown_device_is_answered_as_unknown_with_a_warning(state: ServingState) -> None:
     p = Pipeline(state, bare_stores(state))
     got = ask(p, known_user(state), device="smart-fridge")
-    assert got["device"] is None and len(got["items"]) == 10
-    assert "smart-fridge" in got["warnings"][0] and "unknown" in got["warnings"][0]
+    assert got.device is None and len(got.items) == 10
+    assert "smart-fridge" in got.warnings[0] and "unknown" in got.warnings[0]
     ctx = request_context("smart-fridge", NOON, state.devices)
     assert ctx.device_index == 0
 
@@ -137,8 +137,8 @@ def test_a_click_hides_the_item_and_shifts_the_next_answer(state: ServingState,
     p = Pipeline(state, open_stores(state, stores_cfg(tmp_path)))
     user = known_user(state, 3)
     before = ask(p, user, 20)
-    first = before["items"][0]["item_id"]
-    assert p.event(user, first, "click", "web", NOON)["degraded"] == []
+    first = before.items[0].item_id
+    assert p.event(user, first, "click", "web", NOON).degraded == ()
     after = ask(p, user, 20)
     assert first not in ids(after)
     # A category far from the user's: the least represented in their history. Clicks there
@@ -153,7 +153,7 @@ def test_a_click_hides_the_item_and_shifts_the_next_answer(state: ServingState,
     far = int(cats[np.argmin(hist[cats])])
     far_rows = np.flatnonzero(state.item_category == far)
     far_items = state.item_ids[far_rows]
-    online = p.live.stores.online
+    online = p.serving.stores.online
     ctx = request_context("web", NOON, state.devices)
 
     def far_scores() -> np.ndarray:
@@ -170,7 +170,7 @@ def test_a_click_hides_the_item_and_shifts_the_next_answer(state: ServingState,
     assert far_scores().mean() > before_scores.mean()
     assert not set(map(str, far_items[:5])) & set(ids(ask(p, user, 20)))
     # Every acknowledged event is in the durable log.
-    log = p.live.stores.events.log  # type: ignore[union-attr]
+    log = p.serving.stores.events.log  # type: ignore[union-attr]
     assert [e.item_id for _, e in log.read(None, 100)] == [first, *map(str, far_items[:5])]
 
 
@@ -182,11 +182,11 @@ def test_a_new_users_first_click_reaches_item_item_on_the_next_request(
     assert state.item_item is not None and state.blend is not None
     p = Pipeline(state, open_stores(state, stores_cfg(tmp_path)))
     stranger = ask(p, "brand-new-user", 30)
-    assert not any("item_item" in i["source"] for i in stranger["items"])
+    assert not any("item_item" in i.source for i in stranger.items)
     ranked = asyncio.run(p.ranked(Request(user_id="brand-new-user", device="web",
                                           timestamp=NOON, k=30)))
     assert ranked.user.segment == "new" and ranked.user.n_known == 0
-    clicked = stranger["items"][0]["item_id"]
+    clicked = stranger.items[0].item_id
     p.event("brand-new-user", clicked, "click", "web", NOON)
     ranked = asyncio.run(p.ranked(Request(user_id="brand-new-user", device="web",
                                           timestamp=NOON, k=30)))
@@ -198,7 +198,7 @@ def test_a_new_users_first_click_reaches_item_item_on_the_next_request(
     expected = np.asarray(state.item_item.weights[row], np.float32).ravel()[ranked.cands.rows]
     np.testing.assert_allclose(ii, expected, rtol=1e-5)
     after = ask(p, "brand-new-user", 30)
-    assert any("item_item" in i["source"] for i in after["items"])
+    assert any("item_item" in i.source for i in after.items)
     assert clicked not in ids(after)  # the seen filter hides it
 
     class DeadRecent:
@@ -208,9 +208,9 @@ def test_a_new_users_first_click_reaches_item_item_on_the_next_request(
         def items(self, user_id: str) -> list[str]:
             raise StoreUnavailable("down")
 
-    dead = Pipeline(state, replace(p.live.stores, recent=DeadRecent()))
+    dead = Pipeline(state, replace(p.serving.stores, recent=DeadRecent()))
     got = ask(dead, "brand-new-user", 10)
-    assert "recent_items" in got["degraded"] and len(got["items"]) == 10
+    assert "recent_items" in got.degraded and len(got.items) == 10
 
 
 def test_an_unknown_item_event_is_refused_and_logs_nothing(state: ServingState,
@@ -218,7 +218,7 @@ def test_an_unknown_item_event_is_refused_and_logs_nothing(state: ServingState,
     p = Pipeline(state, open_stores(state, stores_cfg(tmp_path)))
     with pytest.raises(ValueError, match="no-such-item"):
         p.event("someone", "no-such-item", "click", None, None)
-    assert p.live.stores.events.log.read(None, 10) == []  # type: ignore[union-attr]
+    assert p.serving.stores.events.log.read(None, 10) == []  # type: ignore[union-attr]
 
 
 def test_a_dead_seen_filter_degrades_the_answer_not_the_request(state: ServingState) -> None:
@@ -234,7 +234,7 @@ def test_a_dead_seen_filter_degrades_the_answer_not_the_request(state: ServingSt
     p = Pipeline(state, replace(bare_stores(state), seen=Dead()))
     user = known_user(state)
     got = ask(p, user)
-    assert got["degraded"] == ["seen_filter"] and len(got["items"]) == 10
+    assert got.degraded == ("seen_filter",) and len(got.items) == 10
     plain = ask(Pipeline(state, bare_stores(state)), user)
     assert ids(got) == ids(plain)
     assert p.degraded["seen_filter"] == 1
@@ -248,7 +248,7 @@ def test_diversity_samples_spread_and_zero_is_top_k(state: ServingState) -> None
     lists = [ask(p, user, diversity=1.0) for _ in range(20)]
     assert any(ids(a) != ids(top) for a in lists)
     for a in lists:
-        s = [i["score"] for i in a["items"]]
+        s = [i.score for i in a.items]
         assert s == sorted(s, reverse=True) and len(set(ids(a))) == 10
     # sampling is not category-aware, so what it must spread is the items answered
     assert len(set().union(*(ids(a) for a in lists))) > 15
@@ -310,28 +310,28 @@ def test_a_cold_users_interests_are_a_retrieval_source(state: ServingState,
                            "terms": [["jewelry"], []], "drops": ["{}", "{}"],
                            "llm_seconds": [1.0, 0.0], "llm_batch": [1, 0],
                            "vector": [want.tolist(), None]})
-    write_interests(tmp_path / "interests", result, items["item_id"].tolist(),
+    write_interests(tmp_path / "interests", result, items.item_id.tolist(),
                     enc.encode(item_texts(items)), {"encoder": {"kind": "minilm"}})
-    interests = load_interests(tmp_path / "interests", items["item_id"].to_numpy())
+    interests = load_interests(tmp_path / "interests", items.item_id.to_numpy())
     assert interests is not None and set(interests.vectors) == {"cold-jeweller"}
     # The 10 nearest items to "jewelry" as candidates: tiny's catalog has ~11 jewelry items.
     with_interests = build_state(state.bundle, interests=interests)
     rec = Pipeline(with_interests, bare_stores(with_interests), ServeConfig(interest_k=10))
     plain = Pipeline(state, bare_stores(state), ServeConfig(interest_k=10))
 
-    got = ask(rec, "cold-jeweller")["items"]
-    from_interests = [i for i in got if "interests" in i["source"]]
+    got = ask(rec, "cold-jeweller").items
+    from_interests = [i for i in got if "interests" in i.source]
     assert len(from_interests) >= 5
     category = items.set_index("item_id")["category"]
-    jewelry = sum(category[i["item_id"]] == "jewelry" for i in from_interests)
+    jewelry = sum(category[i.item_id] == "jewelry" for i in from_interests)
     assert jewelry >= 0.8 * len(from_interests)
-    plain_jewelry = sum(category[i["item_id"]] == "jewelry" for i in
-                        ask(plain, "cold-jeweller")["items"])
+    plain_jewelry = sum(category[i.item_id] == "jewelry" for i in
+                        ask(plain, "cold-jeweller").items)
     assert jewelry > plain_jewelry
-    assert [i["score"] for i in got] == sorted((i["score"] for i in got), reverse=True)
+    assert [i.score for i in got] == sorted((i.score for i in got), reverse=True)
     # Without an interest vector: exactly what serving without interests answers.
     assert ask(rec, "cold-empty") == ask(plain, "cold-empty")
-    assert all("interests" not in i["source"] for i in ask(plain, "cold-jeweller")["items"])
+    assert all("interests" not in i.source for i in ask(plain, "cold-jeweller").items)
 
 
 def test_a_batch_of_requests_scores_like_one_at_a_time(state: ServingState) -> None:

@@ -1,4 +1,4 @@
-"""Popularity: click counts per context from training rows, rankings per context and
+"""Popularity as served: rankings per context and
 category with the global blend worked out by hand, clicks shared between replicas through
 Redis, and answers kept while Redis is down."""
 
@@ -10,9 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from serve.popularity import Popularity, PopularityConfig, counts, open_popularity
+from bench.redis_server import RedisServer
+from serve.popularity import Popularity, PopularityConfig, open_popularity
 from serve.stores import StoreUnavailable
-from tests.redis_server import RedisServer
+from train.popularity import counts
 
 # Five items, categories [0, 0, 1, 1, 1]; two devices, four hour buckets (6 hours each).
 CATEGORY = np.array([0, 0, 1, 1, 1])
@@ -32,15 +33,6 @@ def base() -> np.ndarray:
 def pop(smoothing: float = 11.0, rebuild_s: float = 0.0) -> Popularity:
     return Popularity(base(), CATEGORY, PopularityConfig(smoothing=smoothing,
                                                          rebuild_s=rebuild_s))
-
-
-def test_counts_are_clicks_per_item_device_and_hour_bucket() -> None:
-    c = base()
-    assert c.shape == (5, 2, 4) and c.sum() == 11  # the view is not counted
-    assert (c[3, 1, 1], c[1, 1, 1], c[0, 1, 1], c[0, 0, 3], c[2, 0, 3], c[4, 1, 3]) == (
-        3, 1, 0, 4, 2, 1)
-    with pytest.raises(ValueError, match="device vocabulary"):
-        counts(np.array([0]), np.array([2]), np.array([0]), np.array([1]), 5, 2)
 
 
 def test_a_click_at_an_unknown_hour_counts_a_quarter_in_every_bucket() -> None:

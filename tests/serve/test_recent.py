@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
+from bench.redis_server import RedisServer
 from serve.recent import MemoryRecent, NoRecent, RecentConfig, RecentItems, RedisRecent, open_recent
 from serve.stores import StoreUnavailable
-from tests.redis_server import RedisServer
 
 
 class RecentContract:

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 from rbloom import Bloom
 
+from bench.redis_server import RedisServer
 from serve.seen import (
     BitmapFilter,
     MemoryFilter,
@@ -31,7 +32,6 @@ from serve.seen import (
 )
 from serve.stores import StoreUnavailable, connect
 from tests.helpers import REPO, free_port
-from tests.redis_server import RedisServer
 
 
 def ids(prefix: str, n: int) -> np.ndarray:

@@ -78,3 +78,68 @@ def test_a_catalog_that_breaks_the_schema_is_refused(tiny_artifacts: Path,
     with pytest.raises(ArtifactError, match=r"items.parquet: column 'price' is \w+, expected "
                                             "a number.*warmstart train"):
         load_bundle(copy)
+
+
+def _same(a: object, b: object, where: str) -> None:
+    """`a` and `b` hold the same values, compared field by field down to arrays."""
+    import dataclasses
+
+    import faiss
+    import scipy.sparse as sp
+    import torch
+
+    from train.features import Features
+
+    if isinstance(a, Features):  # fitted transforms: the same answers to the same inputs
+        assert isinstance(b, Features), where
+        _same(a.vocab, b.vocab, f"{where}.vocab")
+        _same(a.cardinalities, b.cardinalities, f"{where}.cardinalities")
+        ages = np.array([18.0, 40.0, np.nan])
+        _same(a.age_columns(ages), b.age_columns(ages), f"{where}.age_columns")
+    elif dataclasses.is_dataclass(a) and not isinstance(a, type):
+        assert type(a) is type(b), where
+        for f in dataclasses.fields(a):
+            _same(getattr(a, f.name), getattr(b, f.name), f"{where}.{f.name}")
+    elif isinstance(a, dict):
+        assert isinstance(b, dict) and set(a) == set(b), where
+        for k in a:
+            _same(a[k], b[k], f"{where}[{k!r}]")
+    elif isinstance(a, np.ndarray):
+        np.testing.assert_array_equal(a, b, err_msg=where)
+    elif sp.issparse(a):
+        assert sp.issparse(b) and (a != b).nnz == 0, where
+    elif isinstance(a, pd.DataFrame):
+        pd.testing.assert_frame_equal(a, b, obj=where)
+    elif isinstance(a, torch.nn.Module):
+        _same(a.cfg, b.cfg, f"{where}.cfg")  # type: ignore[attr-defined]
+        _same({k: v.numpy() for k, v in a.state_dict().items()},
+              {k: v.numpy() for k, v in b.state_dict().items()}, f"{where}.state_dict")
+    elif isinstance(a, faiss.Index):
+        _same(a.reconstruct_n(0, a.ntotal), b.reconstruct_n(0, b.ntotal), where)
+    elif isinstance(a, float) and np.isnan(a):
+        assert isinstance(b, float) and np.isnan(b), where
+    else:
+        assert a == b, f"{where}: {a!r} != {b!r}"
+
+
+def test_a_published_version_loads_back_as_the_same_value(tiny_artifacts: Path,
+                                                          tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from train.artifacts import publish
+
+    loaded = load_bundle(tiny_artifacts)
+    assert loaded.sources is not None  # the round trip covers every closed-form source
+    again = publish(tmp_path, replace(loaded, version="copy", path=tmp_path / "copy"),
+                    promote=False)
+    assert not (tmp_path / "LATEST").exists()
+    back = load_bundle(tmp_path / "copy")
+    assert back.manifest == again.manifest  # what publish returns is what was written
+    for name in ("data_window", "metrics"):
+        assert back.manifest[name] == loaded.manifest[name]
+    assert back.manifest["files"] == {**loaded.manifest["files"]}  # byte for byte
+    for field in ("version", "path", "manifest"):
+        loaded, back = replace(loaded, **{field: None}), replace(back, **{field: None})
+    _same(loaded, back, "bundle")
+    with pytest.raises(ArtifactError, match="already exists"):
+        publish(tmp_path, again)

@@ -21,7 +21,7 @@ from ray.train.torch.xla import TorchXLAConfig
 
 from train.dlrm import SPARSE, DLRMConfig
 from train.features import DENSE
-from train.loop import LoopConfig, _batches, _val_loss, fit_local, scaling, worker_device
+from train.loop import LoopConfig, RayRun, _batches, _val_loss, fit, scaling, worker_device
 from train.registry import spec
 
 
@@ -36,7 +36,7 @@ def separable(n: int, seed: int) -> dict[str, Any]:
     return cols
 
 
-def test_fit_local_learns_stops_early_and_keeps_its_best_epoch() -> None:
+def test_fit_on_arrays_learns_in_process_stops_early_and_keeps_its_best_epoch() -> None:
     cards = {name: 5 for name in SPARSE} | {"content": 0}
     loop = LoopConfig(epochs=40, patience=2, lr=0.0003, batch_size=256, mask_rate=0.0,
                       device_mask_rate=0.0, num_workers=1, cpus_per_worker=1.0)
@@ -44,7 +44,7 @@ def test_fit_local_learns_stops_early_and_keeps_its_best_epoch() -> None:
     # a fifth of the validation labels flipped: the more confident the model grows, the
     # higher its validation loss once the rule is learned, so there is a best epoch
     val["label"][:200] = 1 - val["label"][:200]
-    model, history = fit_local("dlrm", DLRMConfig(), cards, separable(4000, 0), val, loop)
+    model, history = fit("dlrm", DLRMConfig(), cards, separable(4000, 0), val, loop)
     losses = [h["val_loss"] for h in history]
     assert losses[0] > min(losses) + 0.05  # it learned the rule (0.69 -> ~0.62)
     assert len(history) < loop.epochs  # and stopped: 2 epochs without a lower loss
@@ -53,7 +53,12 @@ def test_fit_local_learns_stops_early_and_keeps_its_best_epoch() -> None:
     again = _val_loss(spec("dlrm").task(model), _batches(val, 256), None)
     assert again == pytest.approx(min(losses), rel=1e-5)
     with pytest.raises(ValueError, match="Ray Train"):
-        fit_local("dlrm", DLRMConfig(), cards, val, val, LoopConfig(accelerator="gpu"))
+        fit("dlrm", DLRMConfig(), cards, val, val, LoopConfig(accelerator="gpu"))
+
+
+def test_fit_on_ray_datasets_needs_a_place_for_its_checkpoints() -> None:
+    with pytest.raises(ValueError, match="RayRun"):
+        fit("dlrm", DLRMConfig(), {}, object(), object(), LoopConfig())
 
 
 def test_cpu_workers_ask_for_fractional_cpus_only() -> None:
@@ -162,19 +167,17 @@ class WorkerKiller(threading.Thread):
 @pytest.mark.slow  # ~1-2 min here: two worker-group starts dominate, not the 4 epochs
 def test_training_resumes_from_the_last_checkpoint_after_a_worker_is_killed(
         ray_session: None, tiny_data: Path, tmp_path: Path) -> None:
-    from flows.layout import read_items, read_users
-    from flows.train import TrainConfig, featurized, fit_features
+    from flows.layout import Split, model_rows, read_interactions, read_items, read_users
     from train.dlrm import DLRMConfig
-    from train.loop import fit
+    from train.inputs import ModelInputs, fit_features
     from train.registry import MODELS
 
-    cfg = TrainConfig(data=tiny_data, text_encoder=None)  # no content: no encoder to load
-    items, users, split = read_items(tiny_data), read_users(tiny_data), cfg.split
-    fitted = fit_features(tiny_data, split.train, users, items, None, cfg)
+    items, users, split = read_items(tiny_data), read_users(tiny_data), Split()
+    fitted = fit_features(read_interactions(tiny_data, split.train), users, items, None)
+    fn = ModelInputs(fitted, items, MODELS["dlrm"].columns)
 
     def days(which: tuple[int, ...]) -> Any:
-        return featurized(tiny_data, which, fitted.features, fitted.table, items, None,
-                          False, MODELS["dlrm"].columns, cfg.cache_max_rows)
+        return model_rows(tiny_data, which, fn, False, on_ray=True, cache_max_rows=10**7)
 
     train_ds, val_ds = days(split.train), days(split.val)
     # 4 epochs: the kill lands after epoch 0 is registered (up to one 2 s poll after it is
@@ -184,7 +187,7 @@ def test_training_resumes_from_the_last_checkpoint_after_a_worker_is_killed(
     killer.start()
     try:
         _, history = fit("dlrm", DLRMConfig(), fitted.features.cardinalities, train_ds, val_ds,
-                         loop, tmp_path / "runs", "resume")
+                         loop, run=RayRun(tmp_path / "runs", "resume"))
     finally:
         killer.stop.set()
         killer.join(timeout=30)
@@ -224,7 +227,6 @@ def test_initial_weights_and_log_q_reach_the_workers_through_the_object_store(
     import ray.train.torch
 
     from tests.contracts import CARDS
-    from train.loop import fit
     from train.two_tower import TwoTower, TwoTowerConfig
 
     seen: dict[str, Any] = {}
@@ -243,8 +245,8 @@ def test_initial_weights_and_log_q_reach_the_workers_through_the_object_store(
     init = TwoTower(TwoTowerConfig(), CARDS)
     log_q = np.log(np.full(50_000, 1 / 50_000))
     with pytest.raises(Stop):
-        fit("two_tower", init.cfg, CARDS, None, None, LoopConfig(), tmp_path, "x",
-            {"log_q": log_q}, init=init)
+        fit("two_tower", init.cfg, CARDS, None, None, LoopConfig(), {"log_q": log_q},
+            init=init, run=RayRun(tmp_path, "x"))
     config = seen["config"]
     assert isinstance(config["state"], ray.ObjectRef)
     assert len(pickle.dumps({k: v for k, v in config.items() if k != "state"})) < 5_000

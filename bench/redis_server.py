@@ -7,9 +7,11 @@ from __future__ import annotations
 import shutil
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-from tests.helpers import free_port
+from flows.runtime import free_port
 
 
 def redisbloom_module() -> Path | None:
@@ -82,3 +84,14 @@ class RedisServer:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             self.proc.wait(10)
+
+
+@contextmanager
+def redis_server(folder: Path, module: Path | None = None) -> Iterator[str]:
+    """A throwaway redis-server on a free port (nothing saved), with the RedisBloom module
+    when `module` is given; yields its URL."""
+    server = RedisServer(folder, bloom=module is not None)
+    try:
+        yield server.url
+    finally:
+        server.stop()

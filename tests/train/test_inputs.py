@@ -1,0 +1,106 @@
+"""Training inputs on hand-made rows whose answers are known: the click share behind logQ,
+the negatives a ranker samples, and interaction rows turned into model inputs the same way
+in this process and on Ray Data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from train.inputs import (
+    ModelInputs,
+    Negatives,
+    click_log_q,
+    featurized_frame,
+    fit_features,
+    joined,
+    negatives_per_positive,
+)
+from train.registry import MODELS
+
+ITEMS = pd.DataFrame({"item_id": ["x", "y", "z"], "category": ["a", "a", "b"],
+                      "style": ["s", "t", "s"], "price": [10.0, 20.0, 30.0]})
+USERS = pd.DataFrame({"user_id": ["u1", "u2"], "age": [30.0, 50.0],
+                      "gender": ["F", "M"]}).set_index("user_id")
+ROWS = pd.DataFrame({"user_id": ["u1", "u1", "u2", "u2", "u2"],
+                     "item_id": ["x", "y", "x", "z", "y"],
+                     "label": [1, 0, 1, 1, 0], "device": "web", "hour": 9, "weekday": 2})
+
+
+def test_log_q_is_the_add_one_smoothed_log_click_share() -> None:
+    # clicks x 2, y 0, z 1; add one: 3, 1, 2 of 6
+    np.testing.assert_allclose(click_log_q(ROWS, ITEMS), np.log([3 / 6, 1 / 6, 2 / 6]))
+
+
+def test_negatives_are_sampled_only_for_data_of_positives() -> None:
+    assert negatives_per_positive(np.array([1, 1, 1])) == 4
+    assert negatives_per_positive(np.array([1, 0, 1])) == 0  # the data has its own
+    assert negatives_per_positive(np.array([1, 1]), configured=2) == 2
+
+
+def test_sampled_negatives_follow_the_click_distribution_and_the_seed() -> None:
+    items = pd.DataFrame({"item_id": ["x", "y", "z"]})
+    neg = Negatives.of(2, np.log(np.array([0.8, 0.2, 1e-9])), items)
+    batch = pd.DataFrame({"user_id": ["a", "b", "c"], "item_id": ["x", "y", "x"],
+                          "label": [1, 0, 1]})
+    out = neg.add(batch, seed=0)
+    assert len(out) == 3 + 2 * 2  # two for each of the two positives
+    added = out.iloc[3:]
+    assert (added["label"] == 0).all() and list(added["user_id"]) == ["a", "a", "c", "c"]
+    assert set(added["item_id"]) <= {"x", "y"}  # z has no clicks: (1e-9) ** 0.75 ~ never
+    pd.testing.assert_frame_equal(out, neg.add(batch, seed=0))  # the same rows, the same draw
+
+
+def test_model_inputs_keep_the_model_columns_and_add_negatives_first() -> None:
+    fitted = fit_features(ROWS, USERS, ITEMS, None)
+    columns = MODELS["dlrm"].columns
+    plain = featurized_frame(ROWS, ModelInputs(fitted, ITEMS, columns), clicks_only=False)
+    assert set(plain) == set(columns) and len(plain["label"]) == 5
+    clicks = featurized_frame(ROWS, ModelInputs(fitted, ITEMS, columns), clicks_only=True)
+    assert clicks["label"].tolist() == [1, 1, 1]
+    # the item column is the vocabulary index of each row's item: x, x, z
+    vocab = fitted.features.lookup("item", np.array(["x", "z"], dtype=object))
+    assert clicks["item"].tolist() == [vocab[0], vocab[0], vocab[1]]
+    negatives = Negatives.of(2, fitted.log_q, ITEMS)
+    with_neg = featurized_frame(ROWS, ModelInputs(fitted, ITEMS, columns, negatives),
+                                clicks_only=False)
+    assert len(with_neg["label"]) == 5 + 2 * 3 and with_neg["label"].sum() == 3
+    both = joined(plain, clicks)
+    assert {k: len(v) for k, v in both.items()} == {k: 8 for k in columns}
+
+
+def test_a_sample_is_drawn_by_its_seed() -> None:
+    rows = pd.concat([ROWS] * 40, ignore_index=True)
+    fitted = fit_features(rows, USERS, ITEMS, None)
+    fn = ModelInputs(fitted, ITEMS, ("label",))
+    a = featurized_frame(rows, fn, clicks_only=False, sample=0.5, seed=3)
+    assert 60 < len(a["label"]) < 140  # about half of 200
+    b = featurized_frame(rows, fn, clicks_only=False, sample=0.5, seed=3)
+    np.testing.assert_array_equal(a["label"], b["label"])
+
+
+@pytest.mark.ray
+def test_ray_data_and_this_process_give_the_same_model_inputs(ray_session: None,
+                                                               tiny_data: Path) -> None:
+    from flows.layout import Split, model_rows, read_interactions, read_items, read_users
+
+    items, split = read_items(tiny_data), Split()
+    fitted = fit_features(read_interactions(tiny_data, split.train), read_users(tiny_data),
+                          items, None)
+    fn = ModelInputs(fitted, items, MODELS["dlrm"].columns)
+    here = model_rows(tiny_data, (9, 10), fn, False, on_ray=False)
+    ds = model_rows(tiny_data, (9, 10), fn, False, on_ray=True, cache_max_rows=10**7)
+    there = {k: np.concatenate([b[k] for b in ds.iter_batches(batch_format="numpy")])
+             for k in here}
+
+    def table(cols: dict[str, np.ndarray]) -> np.ndarray:
+        """Every row as one record, in a canonical order (Ray Data may reorder blocks)."""
+        x = np.column_stack([cols[k].reshape(len(cols["label"]), -1).astype(np.float64)
+                             for k in sorted(cols)])
+        return x[np.lexsort(x.T[::-1])]
+
+    assert len(here["label"]) == len(read_interactions(tiny_data, (9, 10)))
+    np.testing.assert_allclose(table(there), table(here), rtol=1e-6)
