@@ -151,8 +151,7 @@ def run_generate(profiles: pd.DataFrame, llm: LLMConfig, prompt: PromptConfig | 
                             "llm": llm, "prompt": prompt or PromptConfig()},
                         compute=ray.data.ActorPoolStrategy(size=llm.concurrency),
                         batch_size=llm.batch_size, batch_format="pandas",
-                        max_restarts=0,  # as in embed_texts (ray#53727)
-                        **llm.ray_resources())
+                        **llm.ray_resources())  # restarts as in embed_texts (ray#53727)
     return _ordered(ds)
 
 
@@ -169,8 +168,7 @@ def run_ground(generated: pd.DataFrame, encoder: EncoderConfig, vocabulary: list
                             "encoder": encoder, "vocabulary": vocabulary,
                             "grounding": grounding},
                         compute=ray.data.ActorPoolStrategy(size=1), num_cpus=encoder.num_cpus,
-                        batch_size=encoder.batch_size, batch_format="pandas",
-                        max_restarts=0)
+                        batch_size=encoder.batch_size, batch_format="pandas")
     return _ordered(ds)
 
 

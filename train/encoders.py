@@ -246,10 +246,13 @@ def embed_texts(texts: list[str], cfg: EncoderConfig) -> np.ndarray:
     # One block per batch, rather than from_items' default 200 blocks of a few rows each.
     items = ray.data.from_items([{"row": i, "text": t} for i, t in enumerate(texts)],
                                 override_num_blocks=-(-len(texts) // cfg.batch_size))
-    # One actor (`concurrency=1` is deprecated since Ray 2.51 in favour of `compute`).
+    # One actor (`concurrency=1` is deprecated since Ray 2.51 in favour of `compute`). Ray
+    # Data restarts an actor that dies (its default); Ray 2.60 then logs one error line per
+    # actor about restarting with constructor arguments in the object store (ray#53727),
+    # which does not concern arguments this small. The only switch, `max_restarts=0` as a
+    # remote argument, is deprecated and gone in Ray 2.64.
     ds = items.map_batches(EmbedBatch, fn_constructor_kwargs={"cfg": cfg},
                            compute=ray.data.ActorPoolStrategy(size=1), num_cpus=cfg.num_cpus,
-                           max_restarts=0,  # else Ray logs an error per actor (ray#53727)
                            batch_size=cfg.batch_size, batch_format="numpy")
     rows, vecs = [], []
     for b in ds.iter_batches(batch_format="numpy", batch_size=None):
