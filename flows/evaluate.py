@@ -135,6 +135,13 @@ class EvalReport:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> EvalReport:
+        """The report of a manifest's `metrics["evaluation"]`; ValueError when the version
+        was published without one (its test days were empty) or it is not such a report."""
+        if "skipped" in d:
+            raise ValueError(f"the version was published without an evaluation ({d['skipped']});"
+                             " run `warmstart evaluate --data DIR` on data with test days")
+        if missing := {"retrieval", "ranking", "test_days", "oracle"} - set(d):
+            raise ValueError(f"not an evaluation report: it lacks {sorted(missing)}")
         r, g, div = d["retrieval"], d["ranking"], d.get("diversity") or {}
         return cls(
             retrieval=RetrievalReport(

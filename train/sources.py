@@ -37,11 +37,14 @@ class Sources:
         users (the version's tables)."""
         sizes = {"popularity": self.popularity.shape[0], "demographic": self.demographic.shape[0],
                  "item-item weights": self.item_item.n_items}
+        fix = ("fit the sources on this version's own tables (flows/sources.py fit_sources), or "
+               "grow them with Sources.grown for items added since")
         for name, n in sizes.items():
             if n != n_items:
-                raise ValueError(f"{name} cover {n} items, the catalog has {n_items}")
+                raise ValueError(f"{name} cover {n} items, the catalog has {n_items}: {fix}")
         if len(self.histories) != n_users:
-            raise ValueError(f"{len(self.histories)} histories for {n_users} users")
+            raise ValueError(f"{len(self.histories)} histories for {n_users} users in the user "
+                             f"table: {fix}")
 
     def save(self, folder: Path) -> None:
         np.save(folder / "popularity.npy", self.popularity.astype(np.float32))

@@ -10,9 +10,8 @@ import pytest
 from flows.evaluate import EvalReport, format_report
 from train.artifacts import load_bundle
 
-pytestmark = pytest.mark.ray
 
-
+@pytest.mark.ray
 def test_pipeline_beats_chance_and_reports_every_baseline(tiny_artifacts: Path) -> None:
     bundle = load_bundle(tiny_artifacts)
     report = bundle.manifest["metrics"]["evaluation"]
@@ -50,3 +49,10 @@ def test_pipeline_beats_chance_and_reports_every_baseline(tiny_artifacts: Path) 
     # a title line, 4 metrics x (a header and 7 methods), 2 oracle shares, the ranking's
     # title and 2 x 4 lines, and the diversity table's 2 + one line per setting
     assert len(text.splitlines()) == 1 + 4 * 8 + 2 + 1 + 2 * 4 + 2 + len(div)
+
+
+def test_an_evaluation_that_was_skipped_says_so() -> None:
+    with pytest.raises(ValueError, match="published without an evaluation .no interactions"):
+        EvalReport.from_dict({"skipped": "no interactions on test days [12, 13]"})
+    with pytest.raises(ValueError, match="lacks \\['oracle', 'ranking'"):
+        EvalReport.from_dict({"retrieval": {}, "test_days": []})

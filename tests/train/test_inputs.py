@@ -104,3 +104,24 @@ def test_ray_data_and_this_process_give_the_same_model_inputs(ray_session: None,
 
     assert len(here["label"]) == len(read_interactions(tiny_data, (9, 10)))
     np.testing.assert_allclose(table(there), table(here), rtol=1e-6)
+
+
+def test_sources_of_another_catalog_are_refused_with_the_fix() -> None:
+    import scipy.sparse as sp
+
+    from train.blend import Blend
+    from train.item_item import Histories, ItemItem
+    from train.sources import Sources
+
+    two = Sources(popularity=np.zeros((2, 1, 4), np.float32),
+                  demographic=np.zeros((2, 1, 1), np.float32),
+                  item_item=ItemItem(np.zeros((2, 2), np.float32), "ease", 1.0),
+                  histories=Histories.of(sp.csr_matrix((3, 2))), blend=Blend.single("dlrm"))
+    two.check(n_items=2, n_users=3)
+    with pytest.raises(ValueError, match="cover 2 items, the catalog has 3: fit the sources"):
+        two.check(n_items=3, n_users=3)
+    with pytest.raises(ValueError, match="3 histories for 4 users"):
+        two.check(n_items=2, n_users=4)
+    grown = two.grown(1)  # an item added since: no clicks, no weights yet
+    grown.check(n_items=3, n_users=3)
+    assert grown.popularity[2].sum() == 0 and grown.item_item.scores(np.array([2])).sum() == 0
