@@ -19,7 +19,7 @@ from train import storage
 
 COMMANDS: dict[str, str] = {
     "generate": "synthetic retail data with ground truth",
-    "load": "external files (generic CSV/parquet, MovieLens-100K, Amazon Books, Retail Demo "
+    "load": "external files (generic CSV/parquet, MovieLens, Amazon Books, Retail Demo "
             "Store) into the data layout",
     "train": "train Two-Tower and DLRM on Ray Train, index, publish",
     "finetune": "the daily flow: new day(s) + replay, item tower frozen, promoted only "

@@ -10,7 +10,8 @@ any `Source` into the layout of flows/layout.py, every table cast to train/schem
     reviews.parquet      user_id, item_id, ts, summary, text (only when the source has reviews)
     load_report.json     what was read, and every row that was skipped
 
-    movielens          MovieLens-100K: RecBole atomic files or the GroupLens originals
+    movielens          MovieLens, any release (100K, 1M, 10M, 20M, 25M, latest): the GroupLens
+                       originals or RecBole atomic files, told apart by their file names
     generic            your CSV/TSV/TXT or parquet files, with a column mapping (`ColumnMap`)
     amazon-books       Kaggle "Amazon Books Reviews": Books_rating.csv and books_data.csv
     retail-demo-store  the Retail Demo Store's products.yaml and its generator's interactions.csv
@@ -74,10 +75,10 @@ def load(cfg: LoadConfig) -> dict:
 
 def load_movielens(src: Path, out: Path, overwrite: bool = False,
                    max_bad_share: float = LoadConfig.max_bad_share) -> Path:
-    """MovieLens-100K (either format) into `out`; returns `out`.
+    """MovieLens (any release, GroupLens or RecBole files) into `out`; returns `out`.
 
-    Every rating is an impression: label 1 when the rating is 4 or 5, 0 otherwise, so "not
-    clicked" here means "watched and rated 3 or lower", not "shown and ignored". Days are 14
+    Every rating is an impression: label 1 when the rating is 4 or more, 0 otherwise, so "not
+    clicked" here means "watched and rated below 4", not "shown and ignored". Days are 14
     equal-count time buckets, so the standard split tests on the latest ~14% of ratings.
     Skipped rows are logged and listed in `out/load_report.json`.
     """

@@ -1,9 +1,13 @@
-"""Loading MovieLens-100K: both distributions give the same dataset, split by time, and no
-row is skipped without being reported. None of these tests starts Ray."""
+"""Loading MovieLens: ML-100K in both distributions gives the same dataset, split by time, and
+no row is skipped without being reported; every other release (ML-1M and ML-10M `.dat`,
+ML-20M CSV, RecBole atomic files of any of them) is read from tiny fixtures whose tables are
+known. None of these tests starts Ray."""
 
 from __future__ import annotations
 
+import csv
 import json
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -17,6 +21,7 @@ from flows.load import load, load_movielens
 from flows.load.config import LoadConfig
 from flows.load.movielens import GROUPLENS_GENRES
 from flows.load.write import day_buckets
+from tests.flows.load.helpers import events, found
 from tests.helpers import DATASETS
 
 REAL = DATASETS / "movielens-100k"
@@ -180,9 +185,8 @@ def test_too_many_bad_rows_stop_the_load(tmp_path: Path) -> None:
 def test_format_mismatch_names_what_was_expected(tmp_path: Path) -> None:
     src = write_fake(tmp_path / "src", "grouplens")
     (src / "u.item").unlink()
-    with pytest.raises(ValueError, match=r"expected either ml-100k.inter, ml-100k.item, "
-                                         r"ml-100k.user \(RecBole atomic\) or u.data, u.item, "
-                                         r"u.user \(GroupLens\); found \['u.data', 'u.user'\]"):
+    with pytest.raises(ValueError, match=r"u.data, u.item and optionally u.user \(GroupLens "
+                                         r"ML-100K\); .* found \['u.data', 'u.user'\]"):
         _load(src, tmp_path / "data")
     # Atomic file names over GroupLens content: the header is not a typed one.
     odd = tmp_path / "odd"
@@ -230,3 +234,175 @@ def test_real_movielens_100k(tmp_path: Path) -> None:
     assert len(read_users(out)) == 943 and len(read_items(out)) == 1682
     assert ratings["user_id"].nunique() == 943
     assert abs(len(read_interactions(out, Split().test)) / len(ratings) - 2 / 14) < 1e-3
+
+
+# --- The other releases: ML-1M, ML-10M, ML-20M and their RecBole atomic files ----------------
+
+# (id, title, year, genres): a latin-1 title holding a comma, and a film without genres
+FILMS = [("1", "Toy Story", 1995, ["Animation", "Children's", "Comedy"]),
+         ("2", "Misérables, Les", 1995, ["Drama", "War"]),
+         ("3", "Pull My Daisy", 1958, [])]
+# ML-1M's users: (id, gender, age code, occupation code, zip); 10 is "K-12 student"
+FANS = [("1", "F", 1, 10, "48067"), ("2", "M", 56, 16, "70072")]
+# (user, item, rating, ts): user 3 is in no users file
+STARS = [("1", "1", 5.0, T0), ("1", "2", 3.0, T0 + 60), ("2", "1", 4.0, T0 + 3_600),
+         ("2", "3", 2.0, T0 + 7_200), ("3", "2", 4.0, T0 + 86_400)]
+HALF_STARS = [("1", "1", 4.5, T0), ("1", "2", 3.5, T0 + 60), ("2", "1", 4.0, T0 + 3_600),
+              ("2", "3", 0.5, T0 + 7_200), ("3", "2", 3.5, T0 + 86_400)]
+
+
+def _genre_cell(genres: list[str], sep: str) -> str:
+    return sep.join(genres) if genres else "(no genres listed)"
+
+
+def _lines(path: Path, rows: list[str], encoding: str = "utf-8") -> None:
+    path.write_bytes("".join(r + "\n" for r in rows).encode(encoding))
+
+
+def write_release(folder: Path, release: str) -> list[tuple[str, str, float, int]]:
+    """`release` as GroupLens or RecBole ship it; returns the ratings written."""
+    folder.mkdir(parents=True)
+    stars = HALF_STARS if release in ("ml-10m", "ml-20m", "atomic-ml-20m") else STARS
+    if release in ("ml-1m", "ml-10m"):
+        # ML-1M is latin-1; ML-10M's movies.dat is read as utf-8 here, to check both.
+        _lines(folder / "movies.dat", [f"{i}::{t} ({y})::{_genre_cell(g, '|')}"
+                                       for i, t, y, g in FILMS],
+               "latin-1" if release == "ml-1m" else "utf-8")
+        _lines(folder / "ratings.dat", [f"{u}::{i}::{r:g}::{t}" for u, i, r, t in stars])
+        if release == "ml-1m":
+            _lines(folder / "users.dat", ["::".join(map(str, f)) for f in FANS])
+        else:
+            _lines(folder / "tags.dat", [f"1::1::pixar::{T0}"])  # not read
+    elif release == "ml-20m":
+        with (folder / "movies.csv").open("w", newline="", encoding="utf-8") as f:
+            csv.writer(f, lineterminator="\n").writerows(
+                [("movieId", "title", "genres")]
+                + [(i, f"{t} ({y})", _genre_cell(g, "|")) for i, t, y, g in FILMS])
+        _lines(folder / "ratings.csv", ["userId,movieId,rating,timestamp"]
+               + [f"{u},{i},{r:.1f},{t}" for u, i, r, t in stars])
+        _lines(folder / "links.csv", ["movieId,imdbId,tmdbId", "1,0114709,862"])  # not read
+    else:  # RecBole atomic: atomic-ml-1m with ml-1m.user, atomic-ml-20m without
+        name = release.removeprefix("atomic-")
+        _lines(folder / f"{name}.inter", ["user_id:token\titem_id:token\trating:float\t"
+                                          "timestamp:float"]
+               + [f"{u}\t{i}\t{r}\t{t}" for u, i, r, t in stars])
+        _lines(folder / f"{name}.item", ["item_id:token\tmovie_title:token_seq\t"
+                                         "release_year:token\tgenre:token_seq"]
+               + [f"{i}\t{t}\t{y}\t{' '.join(g)}" for i, t, y, g in FILMS])
+        if name == "ml-1m":
+            _lines(folder / f"{name}.user", ["user_id:token\tage:token\tgender:token\t"
+                                             "occupation:token\tzip_code:token"]
+                   + [f"{u}\t{a}\t{g}\t{o}\t{z}" for u, g, a, o, z in FANS])
+    return stars
+
+
+RELEASES = {  # release: (format, ratings file, has a users file)
+    "ml-1m": ("grouplens-dat", "ratings.dat", True),
+    "ml-10m": ("grouplens-dat", "ratings.dat", False),
+    "ml-20m": ("grouplens-csv", "ratings.csv", False),
+    "atomic-ml-1m": ("recbole-atomic", "ml-1m.inter", True),
+    "atomic-ml-20m": ("recbole-atomic", "ml-20m.inter", False),
+}
+
+
+@pytest.mark.parametrize("release", RELEASES)
+def test_every_release_gives_its_tables(tmp_path: Path, release: str) -> None:
+    out = tmp_path / "data"
+    stars = write_release(tmp_path / release, release)
+    report = load(LoadConfig(src=tmp_path / release, out=out))
+    fmt, ratings_file, has_users = RELEASES[release]
+    assert report["format"] == fmt and report["bad"] == [] and report["dropped"] == []
+
+    items = read_items(out).set_index("item_id")
+    assert list(items.index) == ["1", "2", "3"]
+    got = items[["name", "year", "genres", "category", "style"]].to_records().tolist()
+    assert got == [("1", "Toy Story", 1995, "Animation Children's Comedy", "Animation",
+                    "Children's"),
+                   ("2", "Misérables, Les", 1995, "Drama War", "Drama", "War"),
+                   ("3", "Pull My Daisy", 1958, "unknown", "unknown", "none")]
+    assert items.loc["2", "description"] == "Misérables, Les (1995). Genres: Drama, War."
+
+    users = read_users(out)
+    assert sorted(users.index) == ["1", "2", "3"]
+    if has_users:  # user 3 rated but is not in the users file: kept, noted as created
+        assert users.loc[["1", "2"], ["age", "gender", "occupation"]].values.tolist() == [
+            [1, "F", "K-12 student"], [56, "M", "self-employed"]]
+        line = 5 + (ratings_file.endswith(".inter"))  # the header is line 1 of atomic files
+        assert found(report, "created") == [(ratings_file, line, "user_id")]
+    else:  # no users file: every user is made from the ratings, with no attributes
+        assert report["created"] == []
+    unknown = ["3"] if has_users else ["1", "2", "3"]
+    assert users.loc[unknown, "age"].isna().all() and (users.loc[unknown, "gender"] == "").all()
+
+    ev = events(out)
+    assert len(ev) == len(stars)
+    for u, i, rating, t in stars:
+        assert (ev.loc[(u, i), "label"], ev.loc[(u, i), "t"]) == (int(rating >= 4.0), t)
+
+
+def test_both_ml_1m_forms_give_the_same_dataset(tmp_path: Path) -> None:
+    a, b = tmp_path / "a", tmp_path / "b"
+    write_release(tmp_path / "dat", "ml-1m")
+    write_release(tmp_path / "atomic", "atomic-ml-1m")
+    load(LoadConfig(src=tmp_path / "dat", out=a))
+    load(LoadConfig(src=tmp_path / "atomic", out=b))
+    pd.testing.assert_frame_equal(read_items(a), read_items(b))
+    pd.testing.assert_frame_equal(read_users(a), read_users(b))
+    days = tuple(range(14))
+    pd.testing.assert_frame_equal(read_interactions(a, days), read_interactions(b, days))
+
+
+def test_like_threshold_applies_to_half_stars(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    write_release(src, "ml-10m")
+    load(LoadConfig(src=src, out=tmp_path / "data", like_threshold=3.5))
+    ev = events(tmp_path / "data")
+    assert ev["label"].to_dict() == {("1", "1"): 1, ("1", "2"): 1, ("2", "1"): 1,
+                                     ("2", "3"): 0, ("3", "2"): 1}
+
+
+@pytest.mark.parametrize(("release", "file", "bad", "line"), [
+    ("ml-10m", "ratings.dat", "2::1::four::881250949", 6),
+    ("ml-20m", "ratings.csv", "2,1,four,881250949", 7),  # after the header line
+    ("atomic-ml-20m", "ml-20m.inter", "2\t1\tfour\t881250949", 7),
+])
+def test_bad_rating_in_any_release_names_file_line_and_column(
+        tmp_path: Path, release: str, file: str, bad: str, line: int) -> None:
+    src = tmp_path / "src"
+    write_release(src, release)
+    with (src / file).open("a") as f:
+        f.write(bad + "\n")
+    report = load(LoadConfig(src=src, out=tmp_path / "data", max_bad_share=0.5))
+    assert report["bad"] == [{"file": file, "line": line, "column": "rating",
+                              "reason": "'four' is not a number"}]
+    assert report["interactions"] == 5
+
+
+def test_unknown_folder_names_what_each_layout_expects(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "ratings.dat").write_text(f"1::1::5::{T0}\n")  # movies.dat is missing
+    (src / "notes.txt").write_text("")
+    with pytest.raises(ValueError) as e:
+        _load(src, tmp_path / "data")
+    message = str(e.value)
+    assert message.startswith(f"{src} is not a MovieLens folder")
+    for expected in ("*.inter, *.item and optionally *.user (RecBole atomic",
+                     "u.data, u.item and optionally u.user (GroupLens ML-100K)",
+                     "ratings.dat, movies.dat and optionally users.dat (GroupLens ML-1M or "
+                     "ML-10M)", "ratings.csv, movies.csv (GroupLens ML-20M, ML-25M or "
+                     "ml-latest)", "found ['notes.txt', 'ratings.dat']"):
+        assert expected in message
+    # The folder above a release: the error points at the one inside it.
+    write_release(tmp_path / "ml-20m", "ml-20m")
+    with pytest.raises(ValueError, match=re.escape(f"pass --src {tmp_path / 'ml-20m'}, which")):
+        _load(tmp_path, tmp_path / "data")
+
+
+def test_several_atomic_datasets_in_one_folder_are_refused(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    write_release(src, "atomic-ml-1m")
+    for suffix in ("inter", "item"):
+        (src / f"ml-100k.{suffix}").write_bytes((src / f"ml-1m.{suffix}").read_bytes())
+    with pytest.raises(ValueError, match=r"several RecBole .* \(ml-100k, ml-1m\); point --src"):
+        _load(src, tmp_path / "data")
