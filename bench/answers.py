@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> None:
             online=OnlineConfig(backend="memory"),
             events=EventLogConfig(path=Path(tmp) / "events.jsonl")))
         t0 = time.perf_counter()
-        rows = asyncio.run(answers(Pipeline(state, stores, seed=0), list(state.users.rows),
+        rows = asyncio.run(answers(Pipeline(state, stores), list(state.users.rows),
                                    args.n))
         seconds = time.perf_counter() - t0
     args.out.write_text(json.dumps(rows))

@@ -102,7 +102,7 @@ def ask(version: Path, tests: pd.DataFrame, workdir: Path) -> dict[str, Any]:
     stores = open_stores(state, StoresConfig(
         online=OnlineConfig(backend="memory"),
         events=EventLogConfig(path=workdir / "events.jsonl")))
-    pipeline = Pipeline(state, stores, seed=0)
+    pipeline = Pipeline(state, stores)
     clicks = tests[tests["label"] == 1]
     firsts, truth, users = [], [], []
     for user, c in clicks.groupby("user_id", sort=True):

@@ -352,7 +352,7 @@ def million_lines(artifacts: Path, stores: Any, requests: int, seed: int) -> lis
         mark = "  <- serving" if p is chosen else ""
         lines.append(f"  efSearch {p.ef_search:>4}: recall@100 {p.recall:.3f} vs exact, "
                      f"{p.ms_per_query:.2f} ms/query ({len(queries)} user queries){mark}")
-    pipeline = Pipeline(state, open_stores(state, stores), seed=seed)
+    pipeline = Pipeline(state, open_stores(state, stores))
     users = list(state.users.rows)
     stage, ms = in_process(pipeline, bodies(users, requests, seed))
     lines.append(f"  in-process pipeline, {requests} requests (retrieval_k 300, so efSearch "

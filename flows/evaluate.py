@@ -14,8 +14,16 @@ each user's own items out of every list alike. Ranking: AUC and log loss of the 
 impressions, beside item click-through rate from training and the true click probability.
 Slices: overall; cold (outside the training vocabulary); new (no interaction at all in the
 version's training and validation days); few (1-3 clicks there); known users masked to OOV at
-inference (Two-Tower); per device. Oracle figures need the `truth/` folder that
-`warmstart generate` writes; for other data they are left out.
+inference (Two-Tower); per device. Users are sampled per slice: `max_users` at random for
+every slice but two, and the new and few slices topped up to `slice_users` each (where the
+data has them), so a difference of about 0.01 in their recall@K is not lost in sampling noise.
+Each retrieval figure comes with a 95% interval, a percentile bootstrap over the slice's users.
+Oracle figures need the `truth/` folder that `warmstart generate` writes; for other data they
+are left out.
+
+Diversity: the serving path's top 10 at each `diversity` setting (serve/sampling.py), NDCG@10
+beside its fraction of setting 0's and the categories per list: the curve ServeConfig's
+default is read from.
 """
 
 from __future__ import annotations
@@ -44,34 +52,50 @@ class EvalConfig:
     split: Split = field(default_factory=Split)
     k: int = 100
     max_users: int = 1000  # test users sampled for recall (the oracle costs ~10 ms a user)
+    # Users sampled for each of the new and few slices (those already in the `max_users`
+    # sample included): about 1,000 puts a 95% interval of +-0.02 on their recall@K.
+    slice_users: int = 1000
+    resamples: int = 1000  # bootstrap resamples of each slice's users, for the intervals
     max_impressions: int = 300_000  # test impressions sampled for AUC
-    # Diversity settings of the serving path whose NDCG@10 and intra-list category diversity
-    # are reported (0 = top-k by score); users sampled for it.
-    diversity: tuple[float, ...] = (0.0, 0.1, 0.25, 0.5, 1.0)
-    diversity_users: int = 500
+    # Diversity settings of the serving path whose NDCG@10 and categories per top 10 are
+    # reported (0 = top-k by score); users sampled for it (each ranked once, then re-ranked at
+    # every setting).
+    diversity: tuple[float, ...] = (0.0, 0.1, 0.15, 0.2, 0.25, 0.3, 0.5, 0.75, 1.0)
+    diversity_users: int = 1000
     oracle: bool = True  # score the generator's oracle when the data has ground truth
     serving: bool = True  # score the serving path's answer (every source, blended)
     seed: int = 0
 
 
 Figures = dict[str, dict[str, float]]  # slice -> metric -> value
+Intervals = dict[str, dict[str, tuple[float, float]]]  # slice -> metric -> (low, high)
 
 
 @dataclass(frozen=True)
 class RetrievalReport:
-    """Recall and NDCG at 10 and `k` of each method's lists, per slice of test users."""
+    """Recall and NDCG at 10 and `k` of each method's lists, per slice of test users, each
+    with its 95% bootstrap interval (`intervals`; empty in a report written before them)."""
 
     k: int
-    users: int
+    users: int  # sampled, all slices together
     cold_users: int
     new_users: int
     few_users: int
     history_excluded: bool  # each user's own items left out of every list
     methods: dict[str, Figures]  # "serving", "two_tower", "popularity", ... (METHODS)
+    intervals: dict[str, Intervals] = field(default_factory=dict)  # method -> ...
+    slice_users: dict[str, int] = field(default_factory=dict)  # users behind each slice
+    # test users with a click in the data, overall and in the new and few slices
+    population: dict[str, int] = field(default_factory=dict)
 
     def figure(self, method: str, metric: str, slice: str = "overall") -> float:
         """One figure: `metric` ("recall@10", f"ndcg@{k}", ...) of `method` in `slice`."""
         return self.methods[method][slice][metric]
+
+    def interval(self, method: str, metric: str, slice: str = "overall"
+                 ) -> tuple[float, float] | None:
+        """The figure's 95% interval, None when the report has none."""
+        return self.intervals.get(method, {}).get(slice, {}).get(metric)
 
 
 @dataclass(frozen=True)
@@ -102,8 +126,9 @@ class DiversityReport:
 
 
 _COUNTS = {"retrieval": ("k", "users", "cold_users", "new_users", "few_users",
-                         "history_excluded"),
+                         "history_excluded", "slice_users", "population"),
            "ranking": ("impressions", "cold_impressions")}
+_INTERVALS = "intervals"  # beside the methods in the retrieval's JSON: method -> slice -> ...
 
 
 @dataclass(frozen=True)
@@ -122,7 +147,9 @@ class EvalReport:
         div = self.diversity
         return {
             "retrieval": {n: getattr(self.retrieval, n) for n in _COUNTS["retrieval"]}
-            | self.retrieval.methods,
+            | self.retrieval.methods | {_INTERVALS: {
+                m: {sl: {metric: list(lh) for metric, lh in f.items()} for sl, f in v.items()}
+                for m, v in self.retrieval.intervals.items()}},
             "ranking": {n: getattr(self.ranking, n) for n in _COUNTS["ranking"]}
             | self.ranking.methods,
             "diversity": {} if div is None else {"users": div.users, "settings": {
@@ -148,7 +175,12 @@ class EvalReport:
                 k=r["k"], users=r["users"], cold_users=r["cold_users"],
                 new_users=r.get("new_users", 0), few_users=r.get("few_users", 0),
                 history_excluded=bool(r.get("history_excluded", False)),
-                methods={m: v for m, v in r.items() if m not in _COUNTS["retrieval"]}),
+                methods={m: v for m, v in r.items()
+                         if m not in _COUNTS["retrieval"] and m != _INTERVALS},
+                intervals={m: {sl: {metric: (lh[0], lh[1]) for metric, lh in f.items()}
+                               for sl, f in v.items()}
+                           for m, v in r.get(_INTERVALS, {}).items()},
+                slice_users=r.get("slice_users", {}), population=r.get("population", {})),
             ranking=RankingReport(
                 impressions=g["impressions"], cold_impressions=g["cold_impressions"],
                 methods={m: v for m, v in g.items() if m not in _COUNTS["ranking"]}),
@@ -206,17 +238,21 @@ FEW = (1, 3)  # clicks known of a user in the "few" slice
 def _retrieval(bundle: Bundle, test: pd.DataFrame, world: World | None, clicks: np.ndarray,
                item_pos: dict[str, int], cfg: EvalConfig, rng: np.random.Generator
                ) -> RetrievalReport:
-    """Recall and NDCG at 10 and K of each sampled test user's clicked items.
+    """Recall and NDCG at 10 and K of each sampled test user's clicked items, with 95%
+    intervals.
 
     Slices: cold users (no training interactions); new users (nothing at all known of them);
     few (1-3 known clicks); "masked", known users whose features are replaced by OOV at
     inference (what a known user looks like before login); and per device, where a user's
-    relevant items are their clicks on that device.
+    relevant items are their clicks on that device. The new and few slices have their own
+    larger samples (`sample_users`); the others read the uniform `max_users` sample.
     """
     clicked = test[test["label"] == 1]
-    users = clicked["user_id"].unique()
-    if len(users) > cfg.max_users:
-        users = np.sort(rng.choice(users, cfg.max_users, replace=False))
+    per_user = clicked.drop_duplicates("user_id").set_index("user_id")
+    new_all = per_user["interactions"].to_numpy() == 0
+    few_all = per_user["clicks"].between(*FEW).to_numpy()
+    users, base = sample_users(per_user.index.to_numpy(), {"new": new_all, "few": few_all},
+                               cfg.max_users, cfg.slice_users, rng)
     clicked = clicked[clicked["user_id"].isin(users)]
     first = clicked.sort_values("ts", kind="stable").drop_duplicates("user_id").set_index(
         "user_id").loc[users]  # each user's first test click: the context of their request
@@ -227,23 +263,68 @@ def _retrieval(bundle: Bundle, test: pd.DataFrame, world: World | None, clicks: 
     new = first["interactions"].to_numpy() == 0
     few = first["clicks"].between(*FEW).to_numpy()
     tops, masked_top = _lists(bundle, users, first, history, clicks, world, cfg)
-    keeps = {"cold": cold, "new": new, "few": few, "masked": ~cold}
+    keeps = {"cold": base & cold, "new": new, "few": few, "masked": base & ~cold}
     methods: dict[str, Figures] = {}
+    intervals: dict[str, Intervals] = {}
+    slice_users: dict[str, int] = {}
     for name, top in tops.items():
-        methods[name] = {}
-        for sl in SLICES:
+        methods[name], intervals[name] = {}, {}
+        for n_slice, sl in enumerate(SLICES):
             rel = relevant.get(sl, relevant["overall"])
             t = masked_top if (sl == "masked" and name == "two_tower") else top
-            keep = keeps.get(sl, np.ones(len(users), bool))
-            if not any(len(r) for r, kept in zip(rel, keep, strict=True) if kept):
+            keep = keeps.get(sl, base) & np.array([len(r) > 0 for r in rel])
+            if not keep.any():
                 continue  # no clicks in this slice (a device the data lacks, no cold users)
-            methods[name][sl] = {
-                f"{metric}@{kk}": _nanmean(fn(t, rel, kk)[keep])
-                for kk in (10, cfg.k) for metric, fn in (("recall", recall_at_k),
-                                                         ("ndcg", ndcg_at_k))}
-    return RetrievalReport(k=cfg.k, users=int(len(users)), cold_users=int(cold.sum()),
+            slice_users[sl] = int(keep.sum())
+            rel_kept = [r for r, kept in zip(rel, keep, strict=True) if kept]
+            methods[name][sl], intervals[name][sl] = {}, {}
+            for kk in (10, cfg.k):
+                for metric, fn in (("recall", recall_at_k), ("ndcg", ndcg_at_k)):
+                    per_user_figure = fn(t[keep], rel_kept, kk)  # U_slice
+                    methods[name][sl][f"{metric}@{kk}"] = float(per_user_figure.mean())
+                    # one seed per slice: every method and metric of a slice is resampled
+                    # over the same users, so their intervals are paired
+                    intervals[name][sl][f"{metric}@{kk}"] = bootstrap_interval(
+                        per_user_figure, cfg.resamples, seed=(cfg.seed, n_slice))
+    return RetrievalReport(k=cfg.k, users=int(len(users)), cold_users=int((base & cold).sum()),
                            new_users=int(new.sum()), few_users=int(few.sum()),
-                           history_excluded=exclude, methods=methods)
+                           history_excluded=exclude, methods=methods, intervals=intervals,
+                           slice_users=slice_users,
+                           population={"overall": len(per_user), "new": int(new_all.sum()),
+                                       "few": int(few_all.sum())})
+
+
+def sample_users(users: np.ndarray, strata: dict[str, np.ndarray], n: int, per_stratum: int,
+                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(sorted users, (U,) bool: in the uniform sample): `n` users at random, and the first
+    `per_stratum` of each stratum (bool masks over `users`) in the same random order, so a
+    stratum's sample is uniform within it and holds the uniform sample's members of it.
+
+    Example: 10,000 users of which 700 new, n = 1,000 (70 of them new), per_stratum = 1,000:
+    the 1,000, then the other 630 new users: 1,630 users, the new slice all 700."""
+    order = rng.permutation(len(users))
+    chosen = np.zeros(len(users), bool)
+    chosen[order[:n]] = True
+    base = chosen.copy()
+    for mask in strata.values():
+        in_stratum = order[mask[order]]  # the stratum's positions, in the random order
+        chosen[in_stratum[:per_stratum]] = True
+    at = np.argsort(users[chosen], kind="stable")
+    return users[chosen][at], base[chosen][at]
+
+
+def bootstrap_interval(values: np.ndarray, resamples: int, seed: int | tuple[int, ...],
+                       level: float = 0.95) -> tuple[float, float]:
+    """The percentile bootstrap interval of `values`' mean (U,): the users resampled with
+    replacement `resamples` times, seeded, so the same values and seed give the same
+    interval."""
+    if len(values) == 0 or resamples < 1:
+        return float("nan"), float("nan")
+    picks = np.random.default_rng(seed).integers(0, len(values), (resamples, len(values)))
+    means = values[picks].mean(axis=1)  # resamples
+    tail = 100 * (1 - level) / 2
+    low, high = np.percentile(means, [tail, 100 - tail])
+    return float(low), float(high)
 
 
 def _relevant(clicked: pd.DataFrame, users: np.ndarray, history: list[np.ndarray],
@@ -347,7 +428,7 @@ def _serving(bundle: Bundle, first: pd.DataFrame, users: np.ndarray, k: int) -> 
     from serve.state import build_state
 
     state = build_state(bundle)
-    pipeline = Pipeline(state, bare_stores(state), seed=0)
+    pipeline = Pipeline(state, bare_stores(state))
 
     async def answers() -> np.ndarray:
         out = np.full((len(users), k), -1, dtype=np.int64)
@@ -404,11 +485,13 @@ def _ranking(bundle: Bundle, test: pd.DataFrame, ctr: np.ndarray, item_pos: dict
 def _diversity(bundle: Bundle, test: pd.DataFrame, item_pos: dict[str, int],
                cfg: EvalConfig, rng: np.random.Generator) -> DiversityReport | None:
     """The serving path's top 10 at each diversity setting, for test users in the context of
-    their first test click: NDCG@10 of their test clicks, and intra-list category diversity
-    (the share of item pairs in a list from different categories; 0 = one category)."""
+    their first test click: NDCG@10 of their test clicks, categories per list, and intra-list
+    category diversity (the share of item pairs in a list from different categories; 0 = one
+    category). Each user is ranked once (stages 1-6) and stage 7 chooses at every setting,
+    as `Pipeline.recommend` does."""
     import asyncio
 
-    from serve.pipeline import Pipeline, Request, bare_stores
+    from serve.pipeline import Pipeline, Ranked, Request, bare_stores
     from serve.state import build_state
 
     clicked = test[test["label"] == 1].drop_duplicates("user_id")
@@ -421,21 +504,22 @@ def _diversity(bundle: Bundle, test: pd.DataFrame, item_pos: dict[str, int],
     rel = relevant.groupby("user_id")["item_id"].apply(
         lambda s: np.unique(s.map(item_pos).to_numpy()))
     state = build_state(bundle)
-    pipeline = Pipeline(state, bare_stores(state), seed=cfg.seed)
+    pipeline = Pipeline(state, bare_stores(state))
     category = state.item_category
 
-    async def lists(d: float) -> np.ndarray:
+    async def rank_all() -> list[Ranked]:
         out = []
         for r in clicked.itertuples():
             ts = pd.Timestamp(r.ts).to_pydatetime() if pd.notna(r.ts) else None
-            answer = await pipeline.recommend(Request(user_id=r.user_id, device=r.device,
-                                                      timestamp=ts, k=10, diversity=d))
-            out.append([state.item_pos[i.item_id] for i in answer.items])
-        return np.array(out, dtype=np.int64)  # U, 10
+            out.append(await pipeline.ranked(Request(user_id=r.user_id, device=r.device,
+                                                     timestamp=ts, k=10)))
+        return out
 
+    ranked = asyncio.run(rank_all())
     settings = {}
     for d in cfg.diversity:
-        top = asyncio.run(lists(d))
+        top = np.array([r.cands.rows[pipeline.chosen(state, r, 10, d)] for r in ranked],
+                       dtype=np.int64)  # U, 10
         cats = category[top]  # U, 10
         pairs = (cats[:, :, None] != cats[:, None, :]).sum((1, 2)) / (10 * 9)
         settings[str(d)] = DiversityFigures(
@@ -453,21 +537,38 @@ def format_report(report: EvalReport) -> str:
     r, g, k = report.retrieval, report.ranking, report.retrieval.k
     models = [m for m in METHODS if m in r.methods]
     slices = [sl for sl in SLICES if sl in r.methods["two_tower"]]  # those without rows: out
-    head = "".join(f"{sl:>9}" for sl in slices)
-    lines = [f"retrieval on {r.users} test users ({r.cold_users} cold, {r.new_users} new, "
-             f"{r.few_users} with 1-3 clicks); masked = known users with OOV features at "
-             "inference:"]
+    width = 13 if r.intervals else 9  # "0.695 ±0.012" with intervals
+    head = "".join(f"{sl:>{width}}" for sl in slices)
+    lines = [f"retrieval on {r.users} test users; users per slice: "
+             + ", ".join(f"{sl} {n}" for sl, n in r.slice_users.items())
+             if r.slice_users else
+             f"retrieval on {r.users} test users ({r.cold_users} cold, {r.new_users} new, "
+             f"{r.few_users} with 1-3 clicks)"]
+    if r.population:
+        lines.append(f"  sampled: {r.slice_users.get('overall', 0)} of the "
+                     f"{r.population['overall']:,} test users with a click, for every slice "
+                     f"but new ({r.new_users} of {r.population['new']:,}) and few, 1-3 clicks "
+                     f"({r.few_users} of {r.population['few']:,})")
+    lines.append("  masked = known users with OOV features at inference"
+                 + ("; ± half the 95% interval (bootstrap over the slice's users)"
+                    if r.intervals else ""))
     if r.history_excluded:
         lines.append("  each user's own items are left out of every list (users of this data "
                      "never return to an item)")
     if not report.oracle:
         lines.append("  no ground truth in this dataset: oracle rows omitted")
+
+    def cell(m: str, metric: str, sl: str) -> str:
+        if sl not in r.methods[m]:
+            return f"{'':>{width}}"
+        ci = r.interval(m, metric, sl)
+        half = "" if ci is None else f" ±{(ci[1] - ci[0]) / 2:.3f}"
+        return f"{r.figure(m, metric, sl):.3f}{half}".rjust(width)
+
     for metric in (f"recall@{k}", "recall@10", f"ndcg@{k}", "ndcg@10"):
         lines.append(f"  {metric:<24}{head}")
         for m in models:
-            lines.append(f"    {m:<22}" + "".join(
-                f"{r.figure(m, metric, sl):>9.3f}" if sl in r.methods[m] else f"{'':>9}"
-                for sl in slices))
+            lines.append(f"    {m:<22}" + "".join(cell(m, metric, sl) for sl in slices))
     if "oracle" in r.methods:
         for m in (m for m in ("serving", "two_tower") if m in r.methods):
             share = r.figure(m, f"recall@{k}") / r.figure("oracle", f"recall@{k}")
@@ -482,14 +583,23 @@ def format_report(report: EvalReport) -> str:
             lines.append(f"    {m:<22}" + "".join(f"{g.figure(m, metric, sl):>9.4f}"
                                                   for sl in slices))
     if report.diversity is not None and report.diversity.settings:
-        lines.append(f"serving top 10 by diversity setting ({report.diversity.users} test "
-                     "users, in the context of their first test click):")
-        lines.append(f"  {'diversity':<12}{'ndcg@10':>9}{'category diversity':>20}"
-                     f"{'categories':>12}")
-        for d, f in report.diversity.settings.items():
-            lines.append(f"  {d:<12}{f.ndcg_at_10:>9.4f}{f.category_diversity:>20.3f}"
-                         f"{f.categories_per_list:>12.2f}")
+        lines += _format_diversity(report.diversity)
     return "\n".join(lines)
+
+
+def _format_diversity(div: DiversityReport) -> list[str]:
+    """The curve ServeConfig.diversity is read from: NDCG@10 and its fraction of setting 0's
+    beside the categories per top 10."""
+    base = div.settings.get("0.0")
+    lines = [f"serving top 10 by diversity setting ({div.users} test users, in the context of "
+             "their first test click; serve/sampling.py):",
+             f"  {'diversity':<12}{'ndcg@10':>9}{'of d=0':>9}{'categories':>12}"
+             f"{'category diversity':>20}"]
+    for d, f in div.settings.items():
+        share = f"{f.ndcg_at_10 / base.ndcg_at_10:.1%}" if base and base.ndcg_at_10 else ""
+        lines.append(f"  {d:<12}{f.ndcg_at_10:>9.4f}{share:>9}{f.categories_per_list:>12.2f}"
+                     f"{f.category_diversity:>20.3f}")
+    return lines
 
 
 # A URI location is mirrored locally for the run, and uploaded after when written
@@ -503,7 +613,8 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--artifacts", type=location, default=ARTIFACTS,
                    help="artifact root (uses LATEST) or a version folder")
     p.add_argument("--users", type=int, default=d.max_users,
-                   help="test users sampled for recall (default %(default)s)")
+                   help="test users sampled at random for recall, every slice but new and few, "
+                   f"which are topped up to {d.slice_users} each (default %(default)s)")
     p.add_argument("--json", type=Path, default=None, help="also write the report as JSON")
 
 

@@ -243,7 +243,7 @@ def fit_blend(bundle: Bundle, data: Path, val_days: tuple[int, ...], val: Clicks
     if len(first) > cfg.blend_users:
         first = first.iloc[np.sort(rng.choice(len(first), cfg.blend_users, replace=False))]
     state = build_state(bundle, interests=None)
-    pipeline = Pipeline(state, bare_stores(state), seed=cfg.seed)
+    pipeline = Pipeline(state, bare_stores(state))
     clicked = rows.groupby("user_id")["item_id"].apply(
         lambda s: np.unique(s.map(state.item_pos).to_numpy(np.int64)))
 

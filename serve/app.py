@@ -52,7 +52,7 @@ log = logging.getLogger(__name__)
 
 DESCRIPTION = ("Recommendations for known and brand-new users: Two-Tower, LLM-interest and "
                "popularity retrieval, a seen-items filter, DLRM ranking with request context, "
-               "diversity sampling, and real-time events.")
+               "a re-ranking that covers each user's categories, and real-time events.")
 
 
 class RecommendRequest(BaseModel):
@@ -66,8 +66,10 @@ class RecommendRequest(BaseModel):
                                           "server time when absent")
     k: int = Field(ServeConfig.default_k, ge=1, le=ServeConfig.max_k,
                    description="number of items to return")
-    diversity: float = Field(0.0, ge=0.0, le=1.0, description="0: the top k by score; "
-                             "above 0: sampled by score, more varied as it grows")
+    diversity: float | None = Field(
+        None, ge=0.0, le=1.0, description="0: the top k by score; above 0: re-ranked to cover "
+        "the user's categories in proportion to their shares, more closely as it grows; "
+        f"absent: the server's default ({ServeConfig.diversity} unless configured)")
 
     def request(self) -> Request:
         return Request(user_id=self.user_id, device=self.device, timestamp=self.timestamp,

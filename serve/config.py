@@ -2,7 +2,7 @@
 Serve's `user_config` (and `reconfigure()`); `HTTPConfig` is where the app listens;
 `StoresConfig` says which backend each store uses (embedded defaults, or Redis/Valkey) and is
 fixed for a replica's life. The request schema in serve/app.py takes its default and bounds for
-`k` from here."""
+`k` from here; a request without `diversity` gets this one's."""
 
 from __future__ import annotations
 
@@ -34,9 +34,13 @@ class ServeConfig:
     # Share of the top-k kept for interest candidates: the DLRM knows little of a cold user
     # and would otherwise rank popular two-tower items above everything the LLM found.
     interest_share: float = 0.5
-    # Diversity sampling: with `diversity` d > 0 in a request, items are drawn without
-    # replacement with probability proportional to score ** (1 / (d * temperature)).
-    temperature: float = 1.0
+    # The `diversity` of a request that does not say (0: top k by score; d > 0: the top k
+    # re-ranked to cover the user's categories in proportion to their shares, serve/sampling.py).
+    # The largest setting of `warmstart evaluate`'s curve that costs at most 5% of NDCG@10, on
+    # `small` (1,000 test users, 2026-12-07): 0.2 keeps 96.8% of NDCG@10 (0.2415 of 0.2496) and
+    # shows 3.65 categories per top 10 instead of 2.06; 0.25 would keep 94.7% (4.10). A top 100
+    # pays too: recall@100 0.679 instead of 0.697 on 1,000 users.
+    diversity: float = 0.2
     # Ranking batched across concurrent requests (@serve.batch in the Serve ingress).
     max_batch_size: int = 16
     batch_wait_s: float = 0.0  # 0: run as soon as one request waits; concurrency fills batches
@@ -48,8 +52,8 @@ class ServeConfig:
                              f"with max_k {self.max_k}")
         if not 0.0 <= self.interest_share <= 1.0:
             raise ValueError(f"interest_share must be in [0, 1], got {self.interest_share}")
-        if self.temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        if not 0.0 <= self.diversity <= 1.0:
+            raise ValueError(f"diversity must be in [0, 1], got {self.diversity}")
         if self.max_batch_size < 1 or self.batch_wait_s < 0 or self.torch_threads < 1:
             raise ValueError("max_batch_size and torch_threads must be >= 1 and batch_wait_s "
                              f">= 0, got {self.max_batch_size}, {self.torch_threads}, "

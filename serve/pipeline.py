@@ -10,7 +10,8 @@
     5 item features  serve/ranking.py        gathered from the in-process array cache
     6 ranking        serve/ranking.py        DLRM click probability (batched in Serve), then
                                              every signal blended into one score (train/blend.py)
-    7 sampling       serve/sampling.py       top-k, or diversity sampling
+    7 sampling       serve/sampling.py       top-k, or a re-ranking that covers the user's
+                                             categories in proportion to their shares
     8 response       here                    an `Answer`: ids, scores, sources, version,
                                              degraded stages
 
@@ -64,7 +65,7 @@ class Request:
     device: str | None = None
     timestamp: dt.datetime | None = None
     k: int = 10
-    diversity: float = 0.0
+    diversity: float | None = None  # None: ServeConfig.diversity
 
 
 @dataclass(frozen=True)
@@ -177,10 +178,9 @@ async def rank_now(state: ServingState, x: dict[str, np.ndarray]) -> np.ndarray:
 
 class Pipeline:
     def __init__(self, state: ServingState, stores: Stores, cfg: ServeConfig | None = None,
-                 seed: int | None = None, metrics: Metrics | None = None) -> None:
+                 metrics: Metrics | None = None) -> None:
         self.serving = Serving(state, stores)
         self.cfg = cfg or ServeConfig()
-        self.rng = np.random.default_rng(seed)
         self.degraded: Counter[str] = Counter()  # requests answered with a stage degraded
         self.seconds: dict[str, float] = defaultdict(float)  # per stage, over all requests
         self.requests = 0
@@ -205,13 +205,11 @@ class Pipeline:
 
     async def recommend(self, req: Request, rank: Rank = rank_now) -> Answer:
         serving = self.serving  # one version for the whole request
-        state, cfg = serving.state, self.cfg
+        state = serving.state
         degraded: list[str] = []
         clock = _Clock(self.seconds)
         r = await self._ranked(serving, req, rank, degraded, clock)  # 1-6
-        chosen = choose(r.scores, req.k, req.diversity, cfg.temperature, self.rng,  # 7
-                        reserved=r.cands.has(INTERESTS), reserve_share=cfg.interest_share,
-                        log_weights=r.logits)
+        chosen = self.chosen(state, r, req.k, req.diversity)  # 7
         clock.tick("sampling")
         answer = self._answer(state, req, r, chosen, degraded)  # 8
         clock.tick("response")
@@ -233,6 +231,15 @@ class Pipeline:
         return Answer(user_id=req.user_id, known_user=r.user.known, device=r.ctx.device,
                       model_version=state.version, items=items, degraded=tuple(degraded),
                       warnings=(r.ctx.warning,) if r.ctx.warning else ())
+
+    def chosen(self, state: ServingState, r: Ranked, k: int, diversity: float | None
+               ) -> np.ndarray:
+        """Stage 7 of `recommend`: positions in `r` of the k items answered, best first, at
+        `diversity` (None: the configured default)."""
+        d = self.cfg.diversity if diversity is None else diversity
+        return choose(r.logits, k, d, state.item_category[r.cands.rows],
+                      category_shares(r.user, state.item_category, state.n_categories),
+                      reserved=r.cands.has(INTERESTS), reserve_share=self.cfg.interest_share)
 
     async def ranked(self, req: Request, rank: Rank = rank_now) -> Ranked:
         """Stages 1-6 of `recommend`: every candidate with its signals and blended score,
@@ -297,6 +304,17 @@ class Pipeline:
         """Mean milliseconds per request in each stage since start."""
         n = max(self.requests, 1)
         return {s: 1000 * self.seconds.get(s, 0.0) / n for s in STAGES}
+
+
+def category_shares(user: User, item_category: np.ndarray, n_categories: int) -> np.ndarray:
+    """(C,) the user's category shares: the version's (moved by their events when the online
+    store is on), else those of the items they clicked since (events without the online
+    store), else zeros (a new user: stage 7 falls back to the candidates' scores)."""
+    history = user.cols["history"][0].astype(np.float64)  # C
+    if history.any() or not len(user.items):
+        return history
+    return np.bincount(item_category[user.items], minlength=n_categories)[:n_categories] / len(
+        user.items)
 
 
 def event_time(timestamp: dt.datetime | None, now: dt.datetime,

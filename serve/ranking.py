@@ -93,5 +93,5 @@ def signals(state: ServingState, popularity: Popularity, user: User, ctx: Contex
 
 def blended(state: ServingState, user: User, x: np.ndarray) -> np.ndarray:
     """(N,) the blend of the signals in the user's segment: a logit, which the answer shows
-    through a sigmoid and diversity sampling weighs by directly."""
+    through a sigmoid and the diversity re-ranking (serve/sampling.py) scales to [0, 1]."""
     return state.blend.score(x, user.segment)

@@ -36,7 +36,8 @@ from train.item_item import Histories, ItemItem
 from train.scoring import item_vectors, user_vectors
 
 # The columns of one user that the models read (plus `user_pos` for the cross features).
-USER_COLUMNS = ("user", "gender", "age_bucket", "age", "top_category", "history")
+USER_COLUMNS = ("user", "gender", "age_bucket", "age", "top_category", "history",
+                "hist_items")
 
 
 @dataclass(frozen=True)
