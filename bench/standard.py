@@ -14,17 +14,23 @@ The protocol (as that library's `python_stratified_split` and `python_evaluation
       library's `map`); each averaged over the test users (train/metrics.py, with hand
       examples in tests/train/test_metrics.py).
 
-Tuning never sees the test set: the 75% is split again per user (80/20) into an inner
-training and validation set; every method picks its settings on that validation set, then
-the baselines are refitted on the whole 75% with them. warmstart trains on the inner set,
-its flow fits its sources and blend on the validation days, and refits its closed-form
-sources (item-item, popularity) on the whole 75% (flows/sources.py), as it does on any data.
+Every method runs on 5 split seeds (`--seeds`); the table prints each method's mean ± sd
+over them and each seed's figure, and the served answer's difference to the best baseline
+paired by seed. Tuning never sees the test set: the 75% is split again per user (80/20) into
+an inner training and validation set; every method picks its settings on that validation
+set, then the baselines are refitted on the whole 75% with them. warmstart trains its models
+on the inner set, fits its sources and blend (its tuning) on the validation days, and refits
+its closed-form sources (item-item, popularity) on the whole 75% (flows/sources.py), as it
+does on any data.
 
 Rows: popularity; implicit's ALS and BPR (the `implicit` package, each tuned over a grid);
 EASE (closed form, l2 tuned); warmstart's retrieval sources alone (Two-Tower, item-item),
-its DLRM alone over its candidates, and its served answer (every source blended); beside
-the published figures, which are printed, not rerun. Wall time is each method's final fit
-and its predictions; tuning is timed apart.
+its DLRM alone reordering the served candidates, and its served answer (every source
+blended); beside the published BiVAE row, printed, not rerun. Then the candidates' count
+curve: the served answer, the DLRM alone and each retrieval source alone on the same
+candidates, as FAISS's `retrieval_k` grows from 50 to 300. `--ablate` adds warmstart rows
+trained with one change to its defaults (`ABLATIONS`). Wall time is each method's final fit and
+its predictions; tuning is timed apart.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from itertools import product
 from pathlib import Path
 from typing import Any
@@ -54,14 +61,17 @@ from train.item_item import ease
 from train.metrics import average_precision, ndcg_at_k, precision_at_k, recall_at_k
 
 K = 10
-# Microsoft Recommenders' benchmark table for MovieLens-100K (top 10, stratified 75/25).
-PUBLISHED = {"BiVAE": {"ndcg": 0.469, "precision": 0.408, "recall": 0.221},
-             "BPR": {"ndcg": 0.445, "precision": 0.389, "recall": 0.217},
-             "NCF": {"ndcg": 0.369}}
+SEEDS = (42, 1, 2, 3, 4)
+RETRIEVAL_KS = (50, 100, 200, 300)
+# Microsoft Recommenders' README table for MovieLens-100K (top 10, stratified 75/25), as it
+# prints BiVAE today.
+PUBLISHED = {"BiVAE": {"map": 0.1461, "ndcg": 0.4751, "precision": 0.4118, "recall": 0.2191}}
 ALS_GRID = {"factors": (16, 32, 64, 128), "regularization": (0.01, 0.1, 1.0),
             "alpha": (1.0, 5.0, 20.0, 40.0)}
-BPR_GRID = {"factors": (64, 128, 200), "learning_rate": (0.001, 0.005, 0.01),
-            "regularization": (0.001, 0.01), "iterations": (100, 300, 1000)}
+# Narrowed from a 54-setting grid whose best on seed 42 (64 factors, learning rate 0.005,
+# regularization 0.001, 100 iterations) sits inside this one; five seeds must fit an hour.
+BPR_GRID = {"factors": (64, 128), "learning_rate": (0.005, 0.01),
+            "regularization": (0.001, 0.01), "iterations": (100, 300)}
 EASE_GRID = (50.0, 100.0, 200.0, 300.0, 500.0, 800.0, 1200.0)
 
 
@@ -198,72 +208,111 @@ def write_folder(src: Path, out: Path, s: Split3) -> Path:
     return out
 
 
-def warmstart(data: Path, workdir: Path, s: Split3) -> list[dict[str, Any]]:
-    """Train warmstart on the folder and score the test users four ways."""
+def _without_item_history(cfg: Any) -> Any:
+    return replace(cfg, two_tower=replace(cfg.two_tower, item_history=False))
+
+
+def _with_candidate_negatives(cfg: Any) -> Any:
+    return replace(cfg, dlrm_candidate_negatives=2)
+
+
+# warmstart trained with one change to its defaults: what each change gains or costs
+# (`--ablate NAME`, the row named "warmstart NAME").
+ABLATIONS: dict[str, Callable[[Any], Any]] = {
+    "without item-history": _without_item_history,  # the query tower's bag of clicked items
+    "with candidate-negatives": _with_candidate_negatives,  # the DLRM's negatives (off)
+}
+
+
+def warmstart(data: Path, workdir: Path, s: Split3, name: str = "warmstart",
+              change: Callable[[Any], Any] | None = None) -> tuple[list[dict[str, Any]],
+                                                                    list[dict[str, Any]]]:
+    """Train warmstart on the folder (its config passed through `change`), and score the
+    test users: the served answer, each source alone, the DLRM alone reordering the served
+    candidates; and the same at each of `RETRIEVAL_KS` (the curve)."""
     from flows.runtime import start_ray
     from flows.train import TrainConfig, train
-    from serve.pipeline import Pipeline, Request, bare_stores
+    from serve.config import ServeConfig
+    from serve.pipeline import Pipeline, bare_stores
     from serve.state import build_state
     from train.artifacts import load_bundle
-    from train.blend import SIGNALS
     from train.scoring import user_vectors
 
+    cfg = TrainConfig(data=data, artifacts=workdir / "artifacts", reuse_steps=False)
     t0 = time.perf_counter()
     with start_ray():
-        folder = train(TrainConfig(data=data, artifacts=workdir / "artifacts",
-                                   reuse_steps=False))
+        folder = train(change(cfg) if change else cfg)
     train_s = time.perf_counter() - t0
     bundle = load_bundle(folder)
     state = build_state(bundle, interests=None)
-    pipeline = Pipeline(state, bare_stores(state), seed=0)
     test_users, test_rel = s.relevant(s.test)
-    ids = s.user_ids[test_users].astype(str)
-    first = s.ratings[s.test].sort_values("ts").drop_duplicates("user_id").set_index(
-        "user_id")["ts"]
     item_row = np.array([state.item_pos[str(i)] for i in s.item_ids])  # matrix col -> row
     col_of = np.full(len(state.item_ids), -1)
     col_of[item_row] = np.arange(len(item_row))
     x_train = s.matrix(s.train)
 
-    async def answers() -> tuple[np.ndarray, np.ndarray]:
-        served = np.full((len(ids), K), -1)
-        by_dlrm = np.full((len(ids), K), -1)
-        for n, (u, uid) in enumerate(zip(test_users, ids, strict=True)):
-            req = Request(user_id=uid, device="unknown",
-                          timestamp=pd.Timestamp(first[s.user_ids[u]]).to_pydatetime(), k=K)
-            got = await pipeline.recommend(req)
-            served[n] = col_of[[state.item_pos[i.item_id] for i in got.items]]
-            ranked = await pipeline.ranked(req)
-            best = ranked.cands.rows[np.argsort(-ranked.signals[:, SIGNALS.index("dlrm")],
-                                                kind="stable")[:K]]
-            by_dlrm[n, :len(best)] = col_of[best]
-        return served, by_dlrm
+    def answered(k: int) -> tuple[dict[str, np.ndarray], float]:
+        pipeline = Pipeline(state, bare_stores(state), replace(ServeConfig(), retrieval_k=k))
+        t0 = time.perf_counter()
+        lists = asyncio.run(_answers(pipeline, state, s, test_users))
+        return {n: np.where(top >= 0, col_of[top], -1) for n, top in lists.items()}, \
+            time.perf_counter() - t0
 
-    t0 = time.perf_counter()
-    served, by_dlrm = asyncio.run(answers())
-    serve_s = time.perf_counter() - t0
+    curve = []
+    for k in RETRIEVAL_KS:
+        lists, serve_s = answered(k)
+        curve.append({"name": name, "k": k, "serve_s": serve_s,
+                      "ndcg": {n: quality(top, test_rel)["ndcg"] for n, top in lists.items()}})
+    lists, serve_s = answered(ServeConfig().retrieval_k)
     vectors = state.item_vectors[item_row]  # I, D in matrix column order
-    users = bundle.features.user_features(ids.astype(object), bundle.user_table)
+    ids = s.user_ids[test_users].astype(str).astype(object)
+    users = bundle.features.user_features(ids, bundle.user_table)
     tt = top_k(_rows(user_vectors(bundle.two_tower, users) @ vectors.T, test_users,
                      len(s.user_ids)), x_train, test_users)
     sources = bundle.sources
-    ii = sources.item_item.score_matrix(sources.histories.matrix(len(state.item_ids))
-                                        )[:, item_row] if sources is not None else None
-    rows_of = bundle.user_table.positions(s.user_ids.astype(str).astype(object))
-    ii_top = (top_k(ii[np.maximum(rows_of, 0)], x_train, test_users) if ii is not None
-              else None)
-    out = [{"name": "warmstart Two-Tower alone", "quality": quality(tt, test_rel)},
-           {"name": "warmstart DLRM alone (its candidates)", "quality": quality(by_dlrm,
-                                                                             test_rel)},
-           {"name": "warmstart served (blend)", "quality": quality(served, test_rel),
-            "wall_s": train_s + serve_s, "train_s": train_s, "serve_s": serve_s,
-            "version": folder.name,
-            "blend": {k: v.chosen for k, v in sources.blend.segments.items()}
-            if sources is not None else {}}]
-    if ii_top is not None and sources is not None:
-        out.insert(1, {"name": f"warmstart item-item alone ({sources.item_item.kind}, l2 "
-                               f"{sources.item_item.l2:g})", "quality": quality(ii_top,
-                                                                               test_rel)})
+    out: list[dict[str, Any]] = [{"name": f"{name} Two-Tower alone",
+                                  "quality": quality(tt, test_rel)}]
+    if sources is not None:
+        ii = sources.item_item.score_matrix(sources.histories.matrix(len(state.item_ids))
+                                            )[:, item_row]
+        rows_of = bundle.user_table.positions(s.user_ids.astype(str).astype(object))
+        out.append({"name": f"{name} item-item alone ({sources.item_item.kind})",
+                    "quality": quality(top_k(ii[np.maximum(rows_of, 0)], x_train, test_users),
+                                       test_rel)})
+    out += [{"name": f"{name} DLRM alone (reordering its candidates)",
+             "quality": quality(lists["dlrm"], test_rel)},
+            {"name": f"{name} served at diversity {ServeConfig().diversity:g} (the default)",
+             "quality": quality(lists["default"], test_rel)},
+            {"name": f"{name} served (blend)", "quality": quality(lists["served"], test_rel),
+             "wall_s": train_s + serve_s, "train_s": train_s, "serve_s": serve_s,
+             "blend": {k: v.chosen for k, v in sources.blend.segments.items()}
+             if sources is not None else {}}]
+    return out, curve
+
+
+async def _answers(pipeline: Any, state: Any, s: Split3, test_users: np.ndarray
+                   ) -> dict[str, np.ndarray]:
+    """(U, K) catalog rows per test user: the served answer at diversity 0 (the blend's
+    order) and at the configured default, and the served candidates in the order of the DLRM
+    alone and of each retrieval signal alone (-1 where fewer)."""
+    from serve.pipeline import Request
+    from train.blend import SIGNALS
+
+    first = s.ratings[s.test].sort_values("ts").drop_duplicates("user_id").set_index(
+        "user_id")["ts"]
+    orders = ("dlrm", "two_tower", "item_item")
+    out = {n: np.full((len(test_users), K), -1) for n in ("served", "default", *orders)}
+    for n, u in enumerate(test_users):
+        req = Request(user_id=str(s.user_ids[u]), device="unknown",
+                      timestamp=pd.Timestamp(first[s.user_ids[u]]).to_pydatetime(), k=K)
+        got = await pipeline.recommend(replace(req, diversity=0.0))
+        out["served"][n] = [state.item_pos[i.item_id] for i in got.items]
+        ranked = await pipeline.ranked(req)
+        out["default"][n] = ranked.cands.rows[pipeline.chosen(state, ranked, K, None)]
+        for name in orders:
+            best = ranked.cands.rows[np.argsort(-ranked.signals[:, SIGNALS.index(name)],
+                                                kind="stable")[:K]]
+            out[name][n, :len(best)] = best
     return out
 
 
@@ -275,58 +324,126 @@ def _rows(scores_of_test_users: np.ndarray, test_users: np.ndarray, n_users: int
     return out
 
 
+def one_seed(loaded: Path, ratings: pd.DataFrame, workdir: Path, seed: int,
+             ablate: list[str], baselines: bool = True
+             ) -> tuple[Split3, list[dict[str, Any]], list[dict[str, Any]]]:
+    """Every method on the split of `seed`: (the split, its rows, the candidates' curve)."""
+    s = Split3(ratings, seed)
+    shutil.rmtree(workdir / "data", ignore_errors=True)
+    data = write_folder(loaded, workdir / "data", s)
+    rows = [] if not baselines else [
+        tuned("popularity", popularity, [{}], s),
+        tuned("ALS (implicit)", als, grid(ALS_GRID), s),
+        tuned("BPR (implicit)", bpr, grid(BPR_GRID), s),
+        tuned("EASE", ease_scores, [{"l2": v} for v in EASE_GRID], s)]
+    curve: list[dict[str, Any]] = []
+    for name, change in [("warmstart", None), *((f"warmstart {a}", ABLATIONS[a])
+                                                 for a in ablate)]:
+        shutil.rmtree(workdir / "artifacts", ignore_errors=True)
+        got, points = warmstart(data, workdir, s, name, change)
+        rows += got if change is None else [r for r in got if "served" in r["name"]
+                                            or "alone" in r["name"]]
+        curve += points if change is None else []
+    return s, rows, curve
+
+
+def _spread(values: list[float]) -> str:
+    return f"{np.mean(values):.4f} ± {np.std(values, ddof=1) if len(values) > 1 else 0:.4f}"
+
+
+def table(seeds: tuple[int, ...], runs: list[list[dict[str, Any]]]) -> list[str]:
+    """Each method's mean ± sd over the seeds and each seed's NDCG@10; the served answer's
+    difference to each baseline, paired by seed."""
+    names = list(dict.fromkeys(r["name"] for rows in runs for r in rows))
+    of = {(n, i): r for i, rows in enumerate(runs) for r in rows for n in [r["name"]]}
+    per_seed = "".join(f"{s:>8}" for s in seeds)
+    lines = [f"  {'method':<52}{'NDCG@10 mean ± sd':>19}{per_seed}{'MAP':>8}{'P@10':>8}"
+             f"{'R@10':>8}{'wall s':>8}  tuned on validation (seed {seeds[0]})"]
+    for n in names:
+        got = [of[(n, i)] for i in range(len(runs)) if (n, i) in of]
+        nd = [r["quality"]["ndcg"] for r in got]
+        mean = {m: np.mean([r["quality"][m] for r in got]) for m in ("map", "precision",
+                                                                    "recall")}
+        wall = [r["wall_s"] for r in got if "wall_s" in r]
+        cells = "".join(f"{v:>8.4f}" for v in nd) + f"{'':>8}" * (len(seeds) - len(nd))
+        note = (f"{got[0]['setting']} of {got[0]['tried']} ({got[0]['tune_s']:.0f} s)"
+                if "setting" in got[0] else "")
+        lines.append(f"  {n:<52}{_spread(nd):>19}{cells}{mean['map']:>8.4f}"
+                     f"{mean['precision']:>8.4f}{mean['recall']:>8.4f}"
+                     f"{np.mean(wall) if wall else float('nan'):>8.1f}  {note}")
+    for name, q in PUBLISHED.items():
+        lines.append(f"  {name + ' (published)':<52}{q['ndcg']:>19.4f}{'':>{8 * len(seeds)}}"
+                     f"{q['map']:>8.4f}{q['precision']:>8.4f}{q['recall']:>8.4f}")
+    served = "warmstart served (blend)"
+    bases = [n for n in names if not n.startswith("warmstart")]
+    lines.append(f"  {served} minus each baseline, paired by seed (NDCG@10):")
+    for b in sorted(bases, key=lambda b: -np.mean([of[(b, i)]["quality"]["ndcg"]
+                                                   for i in range(len(runs))])):
+        d = [of[(served, i)]["quality"]["ndcg"] - of[(b, i)]["quality"]["ndcg"]
+             for i in range(len(runs))]
+        lines.append(f"    vs {b:<48}{_spread(d):>19}" + "".join(f"{v:>+8.4f}" for v in d)
+                     + f"  above on {sum(v > 0 for v in d)} of {len(d)} seeds")
+    best = max(PUBLISHED["BiVAE"]["ndcg"], 0)
+    nd = [of[(served, i)]["quality"]["ndcg"] for i in range(len(runs))]
+    lines.append(f"    vs BiVAE (published) {best:.4f}: mean {np.mean(nd) - best:+.4f}, above on "
+                 f"{sum(v > best for v in nd)} of {len(nd)} seeds")
+    return lines
+
+
+def curve_lines(seeds: tuple[int, ...], curve: list[dict[str, Any]]) -> list[str]:
+    """NDCG@10 by FAISS's retrieval_k (mean ± sd over the seeds): the served answer, the
+    DLRM alone and each retrieval signal alone, each reordering the same candidates."""
+    orders = ("served", "dlrm", "two_tower", "item_item")
+    lines = [f"  candidates' curve: NDCG@10 by retrieval_k, each order over the same candidates "
+             f"(mean ± sd over {len(seeds)} seeds)",
+             f"  {'retrieval_k':<12}" + "".join(f"{o:>19}" for o in orders) + f"{'serve s':>9}"]
+    for k in RETRIEVAL_KS:
+        at = [c for c in curve if c["k"] == k]
+        lines.append(f"  {k:<12}" + "".join(f"{_spread([c['ndcg'][o] for c in at]):>19}"
+                                            for o in orders)
+                     + f"{np.mean([c['serve_s'] for c in at]):>9.1f}")
+    return lines
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    movielens_args(p, seed=42)
+    movielens_args(p, seed=SEEDS[0])
+    p.add_argument("--seeds", type=lambda v: tuple(int(x) for x in v.split(",")),
+                   default=SEEDS, help="split seeds, comma-separated (default: %(default)s)")
+    p.add_argument("--ablate", action="append", default=[], choices=sorted(ABLATIONS),
+                   help="also train warmstart with this change taken back (repeatable)")
+    p.add_argument("--no-baselines", action="store_true",
+                   help="warmstart's rows only (while working on it; the table then lacks "
+                        "the comparisons)")
     args = p.parse_args()
     import threadpoolctl
 
     threadpoolctl.threadpool_limits(1, "blas")  # implicit's advice; the machine has 2 cores
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="bench-standard-"))
     load_avg = os.getloadavg()
+    t0 = time.perf_counter()
     loaded = workdir / "loaded"
-    shutil.rmtree(workdir / "data", ignore_errors=True)
-    shutil.rmtree(workdir / "artifacts", ignore_errors=True)
     load(LoadConfig(src=args.src, out=loaded, preset="movielens", like_threshold=1.0,
                     overwrite=True))
     ratings = read_interactions(loaded, tuple(available_days(loaded)))
-    s = Split3(ratings, args.seed)
-    data = write_folder(loaded, workdir / "data", s)
-
-    rows = [tuned("popularity", popularity, [{}], s),
-            tuned("ALS (implicit)", als, grid(ALS_GRID), s),
-            tuned("BPR (implicit)", bpr, grid(BPR_GRID), s),
-            tuned("EASE", ease_scores, [{"l2": v} for v in EASE_GRID], s)]
-    rows += warmstart(data, workdir, s)
+    runs, curve = [], []
+    for seed in args.seeds:
+        s, rows, points = one_seed(loaded, ratings, workdir, seed, args.ablate,
+                                   not args.no_baselines)
+        runs.append(rows)
+        curve += points
+        print(f"seed {seed}: " + ", ".join(f"{r['name']} {r['quality']['ndcg']:.4f}"
+                                           for r in rows), flush=True)
     test_users, _ = s.relevant(s.test)
-    lines = [f"MovieLens-100K, Microsoft Recommenders' protocol: stratified 75/25 (seed "
-             f"{args.seed}), top {K}, training items removed ({machine()})",
+    lines = [f"MovieLens ({args.src.name}), Microsoft Recommenders' protocol: stratified 75/25, "
+             f"top {K}, training items removed; split seeds {args.seeds} ({machine()})",
              f"  {len(ratings):,} ratings, {len(s.user_ids)} users, {len(s.item_ids)} items; "
              f"{int(s.inner.sum()):,} inner-train / {int(s.val.sum()):,} validation / "
-             f"{int(s.test.sum()):,} test ratings; {len(test_users)} test users",
-             f"  {'method':<44}{'MAP':>8}{'NDCG@10':>9}{'P@10':>8}{'R@10':>8}{'wall s':>9}"
-             "  tuned on validation"]
-    for r in rows:
-        q = r["quality"]
-        wall = f"{r['wall_s']:>9.1f}" if "wall_s" in r else f"{'':>9}"
-        note = (f"{r['setting']} of {r['tried']} ({r['tune_s']:.0f} s)" if "setting" in r
-                else "")
-        lines.append(f"  {r['name']:<44}{q['map']:>8.4f}{q['ndcg']:>9.4f}{q['precision']:>8.4f}"
-                     f"{q['recall']:>8.4f}{wall}  {note}")
-    for name, q in PUBLISHED.items():
-        cells = "".join(f"{q[m]:>{w}.3f}" if m in q else f"{'':>{w}}"
-                        for m, w in (("ndcg", 9), ("precision", 8), ("recall", 8)))
-        lines.append(f"  {name + ' (published)':<44}{'':>8}{cells}")
-    served = next(r for r in rows if r["name"].startswith("warmstart served"))
-    best_base = max((r for r in rows if not r["name"].startswith("warmstart")),
-                    key=lambda r: r["quality"]["ndcg"])
-    lines += [f"  warmstart served: trained in {served['train_s']:.0f} s (the whole flow on "
-              f"Ray), answered {len(test_users)} users in {served['serve_s']:.1f} s; blend "
-              f"per segment: {served['blend']}",
-              f"  NDCG@10: warmstart {served['quality']['ndcg']:.4f} vs best baseline of this "
-              f"run ({best_base['name']}) {best_base['quality']['ndcg']:.4f} and BiVAE "
-              f"(published) {PUBLISHED['BiVAE']['ndcg']:.3f}",
-              f"  {load_line(load_avg)}"]
+             f"{int(s.test.sum()):,} test ratings; {len(test_users)} test users (last seed)",
+             *table(args.seeds, runs), *curve_lines(args.seeds, curve),
+             f"  blend per segment, last seed: "
+             f"{next(r for r in rows if r['name'] == 'warmstart served (blend)')['blend']}",
+             f"  {time.perf_counter() - t0:.0f} s in all; {load_line(load_avg)}"]
     report(lines, "standard-movielens", args.save)
 
 

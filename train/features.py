@@ -9,7 +9,8 @@ What is fitted, and by what:
     hour/weekday cyclical sin/cos (a formula, nothing to fit) and an embedding index.
     content      `PCA` of the item text (and image) embeddings down to `content_dim`.
     history      per known user: share of training impressions in each category and style,
-                 and the top category by clicks (the user's "neighbourhood").
+                 the top category by clicks (the user's "neighbourhood"), and the item ids
+                 of their latest `HISTORY_ITEMS` training clicks (the query tower's bag).
 
 scikit-learn fits and owns the parameters; its transformers are pickled with the model
 (features.joblib, checksummed in the manifest). Categorical lookups use a dict built from
@@ -59,8 +60,10 @@ DENSE = ("age", "price", "hour_sin", "hour_cos", "weekday_sin", "weekday_cos",
 # Vector-valued inputs: the user's category shares (Two-Tower query tower) and the item's
 # content embedding (item tower and the DLRM interaction).
 VECTORS = ("history", "content")
+# A user's latest clicked items (item codes, OOV = 0 pads), for the query tower's bag.
+HISTORY_ITEMS = 50
 # What a cold-start user lacks: everything learned from their past.
-USER_PAST = ("user", "top_category", "history", "hist_category", "hist_style")
+USER_PAST = ("user", "top_category", "history", "hist_items", "hist_category", "hist_style")
 CATEGORICAL = ("user", "item", "category", "style", "device", "gender")
 
 
@@ -122,6 +125,7 @@ class Features:
             "hour": 24 + 1,
             "weekday": 7 + 1,
             "history": cards["category"],  # width of the category-share vector
+            "hist_items": cards["item"],  # the bag of latest clicked items draws from items
             "content": int(self.content_pca.n_components_) if self.content_pca else 0,
         }
 
@@ -233,6 +237,7 @@ class Features:
             "gender": self.lookup("gender", gender),
             "top_category": np.where(found, table.top_category[at], OOV).astype(np.int64),
             "history": np.where(found[:, None], table.history[at], 0).astype(np.float32),
+            "hist_items": np.where(found[:, None], table.items[at], OOV).astype(np.int64),
             "user_pos": pos,
         } | self.age_columns(age)
 
@@ -317,6 +322,9 @@ class UserTable:
     top_category: np.ndarray  # (U,) int category index, OOV without history
     history: np.ndarray  # (U, C) float16 share of training impressions per category index
     style_history: np.ndarray  # (U, S) float16 share per style index
+    # (U, L) int32 item codes of the latest L training clicks, newest first, OOV-padded;
+    # L is 0 in a table saved before the query tower read them
+    items: np.ndarray
 
     @classmethod
     def build(cls, users: pd.DataFrame, features: Features,
@@ -329,6 +337,7 @@ class UserTable:
         top = np.zeros(len(rows), np.int64)
         history = np.zeros((len(rows), c), np.float16)
         style_history = np.zeros((len(rows), s), np.float16)
+        latest = np.zeros((len(rows), HISTORY_ITEMS), np.int32)
         if interactions is not None and items is not None and len(interactions):
             cat = pd.Series(features.lookup("category", items["category"]), index=items["item_id"])
             sty = pd.Series(features.lookup("style", _style_keys(items)), index=items["item_id"])
@@ -346,6 +355,9 @@ class UserTable:
             # top category by clicks; by impressions for a user without clicks
             top = np.where(clicks.sum(1) > 0, clicks.argmax(1), history.argmax(1))
             top = np.where(n[:, 0] > 0, top, OOV)
+            latest = _latest(u[clicked], features.lookup("item", iid[clicked]),
+                             interactions["ts"].to_numpy()[ok][clicked]
+                             if "ts" in interactions else None, len(rows))
         return cls(
             rows=rows,
             age=users["age"].to_numpy(dtype=float, na_value=np.nan),
@@ -353,6 +365,7 @@ class UserTable:
             top_category=top.astype(np.int64),
             history=history,
             style_history=style_history,
+            items=latest,
         )
 
     def positions(self, ids: np.ndarray) -> np.ndarray:
@@ -362,7 +375,7 @@ class UserTable:
 
     def save(self, path: Path) -> None:
         np.savez(path, top_category=self.top_category, history=self.history,
-                 style_history=self.style_history)
+                 style_history=self.style_history, items=self.items)
 
     @classmethod
     def load(cls, users: pd.DataFrame, path: Path) -> UserTable:
@@ -372,7 +385,23 @@ class UserTable:
                        age=users["age"].to_numpy(dtype=float, na_value=np.nan),
                        gender=users["gender"].to_numpy(dtype=object, na_value=""),
                        top_category=z["top_category"], history=z["history"],
-                       style_history=z["style_history"])
+                       style_history=z["style_history"],
+                       items=z["items"] if "items" in z.files
+                       else np.zeros((len(z["top_category"]), 0), np.int32))
+
+
+def _latest(users: np.ndarray, codes: np.ndarray, ts: np.ndarray | None, n_users: int,
+            width: int = HISTORY_ITEMS) -> np.ndarray:
+    """(n_users, width) each user's latest `width` item codes (by `ts`, else by row order),
+    newest first, OOV-padded."""
+    order = np.lexsort((-np.arange(len(users)) if ts is None else
+                        -pd.Series(ts).rank(method="first", na_option="top").to_numpy(), users))
+    u, c = users[order], codes[order]
+    rank = np.arange(len(u)) - np.searchsorted(u, u)  # position within the user's run
+    keep = rank < width
+    out = np.full((n_users, width), OOV, np.int32)
+    out[u[keep], rank[keep]] = c[keep]
+    return out
 
 
 def _counts(rows: np.ndarray, cols: np.ndarray, n_rows: int, n_cols: int) -> np.ndarray:

@@ -5,7 +5,9 @@ turned into model inputs, with sampled negatives where the data holds positives 
                      clicks (`Fitted`), from the training days' rows
     ModelInputs      interaction rows (a pandas batch) -> the model's featurized columns: the
                      one function a Ray Data batch and an in-process read go through
-    Negatives        sampled negatives for a ranker trained on positives only
+    Negatives        sampled negatives for the ranker: popular and random items where the
+                     data holds positives only, and always the user's own retrieval
+                     candidates (`candidate_pool`), the items it will rank in serving
     featurized       rows as arrays in this process, or as a Ray Dataset that Ray Data
                      featurizes batch by batch (`Rows`: what train/loop.py `fit` takes)
 
@@ -84,29 +86,82 @@ def negatives_per_positive(labels: np.ndarray, configured: int | None = None) ->
     return 4 if (np.asarray(labels) == 0).mean() < 0.01 else 0
 
 
+def candidate_pool(two_tower: Any, index: Any, fitted: Fitted, clicked: pd.DataFrame,
+                   items: pd.DataFrame, depth: int, chunk: int = 65_536) -> np.ndarray:
+    """(U, depth) int32 catalog rows of each user's (UserTable row's) top retrieval
+    candidates, the query tower's nearest items in `index` less the user's own clicks
+    (`clicked`: user_id, item_id), -1 where fewer: the items the ranker will meet in serving
+    beside what the user chose."""
+    from index.faiss_index import search
+    from train.scoring import user_vectors
+
+    ids = np.array(list(fitted.table.rows), dtype=object)
+    cols = fitted.features.user_features(ids, fitted.table)
+    pos = {iid: n for n, iid in enumerate(items["item_id"].astype(str))}
+    found = [search(index, user_vectors(two_tower, {k: v[s:s + chunk] for k, v in cols.items()}),
+                    depth + 1)[1] for s in range(0, len(ids), chunk)]
+    pool = (np.concatenate(found) if found else np.zeros((0, depth + 1), np.int64)
+            ).astype(np.int32)
+    users = fitted.table.positions(clicked["user_id"].astype(str).to_numpy(object))
+    rows = clicked["item_id"].astype(str).map(pos).fillna(-1).to_numpy(np.int64)
+    ok = (users >= 0) & (rows >= 0)
+    own = np.unique(users[ok] * len(items) + rows[ok])
+    flat = np.arange(len(pool), dtype=np.int64)[:, None] * len(items) + pool
+    pool = np.where(np.isin(flat, own) | (pool < 0), -1, pool)
+    order = np.argsort(pool < 0, axis=1, kind="stable")  # the user's own clicks out, kept in order
+    return np.take_along_axis(pool, order, 1)[:, :depth]
+
+
 @dataclass(frozen=True)
 class Negatives:
-    """Sampled negatives for the DLRM when the data holds positives only (every rating an
-    implicit positive): without them it would learn that everything is clicked. Each
-    positive row gets `per_positive` copies with another item, drawn in proportion to its
-    training clicks to the 0.75 (as word2vec samples words), labelled 0."""
+    """Sampled negatives for the DLRM, labelled 0, added beside each positive row.
+
+    - `per_positive` copies with an item drawn half in proportion to its training clicks to
+      the 0.75 (as word2vec samples words), half uniformly: for data that holds positives
+      only (every rating an implicit positive), without which the model would learn that
+      everything is clicked;
+    - `from_candidates` copies with an item drawn from the user's own retrieval candidates
+      (`candidates`, by UserTable row): the items serving will ask the ranker to order, so
+      that it learns to tell the chosen one from the others retrieval found, instead of
+      from popular items only (a user without candidates draws popular ones instead).
+    """
 
     per_positive: int
     item_ids: np.ndarray  # (I,) object
     probs: np.ndarray  # (I,)
+    from_candidates: int = 0
+    candidates: np.ndarray | None = None  # (U, N) catalog rows, -1 pads
+    user_rows: dict[str, int] | None = None  # user_id -> row of `candidates`
 
     @classmethod
-    def of(cls, per_positive: int, log_q: np.ndarray, items: pd.DataFrame) -> Negatives:
+    def of(cls, per_positive: int, log_q: np.ndarray, items: pd.DataFrame,
+           from_candidates: int = 0, candidates: np.ndarray | None = None,
+           user_rows: dict[str, int] | None = None) -> Negatives:
         w = np.exp(log_q) ** 0.75  # log_q: add-one smoothed log click share
-        return cls(per_positive, items["item_id"].astype(str).to_numpy(object), w / w.sum())
+        p = 0.5 * w / w.sum() + 0.5 / len(w)
+        return cls(per_positive, items["item_id"].astype(str).to_numpy(object), p,
+                   from_candidates if candidates is not None else 0, candidates, user_rows)
 
     def add(self, batch: pd.DataFrame, seed: int) -> pd.DataFrame:
         pos = batch[batch["label"] == 1]
-        neg = pos.loc[pos.index.repeat(self.per_positive)].copy()
         # A batch's own seed: the same rows draw the same negatives in every run.
         rng = np.random.default_rng([seed, zlib.crc32("".join(pos["user_id"].astype(str)[:64])
                                                       .encode())])
-        neg["item_id"] = self.item_ids[rng.choice(len(self.item_ids), len(neg), p=self.probs)]
+        neg = pos.loc[pos.index.repeat(self.per_positive + self.from_candidates)].copy()
+        drawn = rng.choice(len(self.item_ids), len(neg), p=self.probs)
+        if self.from_candidates and self.candidates is not None and self.user_rows is not None:
+            get = self.user_rows.get
+            users = np.fromiter((get(u, -1) for u in pos["user_id"].astype(str)), np.int64,
+                                len(pos))
+            users = np.repeat(users, self.per_positive + self.from_candidates)
+            slot = np.tile(np.arange(self.per_positive + self.from_candidates), len(pos))
+            pool = self.candidates[np.maximum(users, 0)]  # n, N
+            width = (pool >= 0).sum(1)
+            pick = pool[np.arange(len(pool)), (rng.random(len(pool)) * np.maximum(width, 1)
+                                               ).astype(np.int64)]
+            take = (slot >= self.per_positive) & (users >= 0) & (width > 0)
+            drawn = np.where(take, pick, drawn)
+        neg["item_id"] = self.item_ids[drawn]
         neg["label"] = 0
         return pd.concat([batch, neg], ignore_index=True)
 

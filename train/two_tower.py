@@ -7,7 +7,11 @@ similarity and the item vectors go straight into an inner-product FAISS index. T
 Each tower also takes one vector input beside its embeddings: the query tower the user's
 category shares from training history (zeros for a cold user), the item tower the item's
 content embedding (PCA of its text embedding), which is what lets a brand-new item with no
-interactions get a useful vector.
+interactions get a useful vector. With `item_history`, the query tower also reads the mean
+embedding of the user's latest clicked items (`hist_items`, OOV-padded; an empty bag is
+zeros): a user is then described by what they clicked as well as by their id, so the tower
+generalizes across users the way item-to-item models do. Training leaves each row's own item
+out of its user's bag, or the tower would learn to find the items already in it.
 
 Shapes: B batch, D output dimension, E embedding dimension, V vector input width.
 
@@ -32,7 +36,7 @@ from torch import nn
 
 from train.features import ITEM_SPARSE, USER_SPARSE
 
-USER_INPUTS = (*USER_SPARSE, "history")  # what the query tower reads
+USER_INPUTS = (*USER_SPARSE, "history", "hist_items")  # what the query tower reads
 ITEM_INPUTS = (*ITEM_SPARSE, "content")  # what the item tower reads
 # Training also needs each row's catalog row (for logQ and duplicate positives) and label.
 TRAIN_COLUMNS = (*USER_INPUTS, *ITEM_INPUTS, "item_row", "label")
@@ -47,26 +51,36 @@ class TwoTowerConfig:
     temperature: float = 0.1  # initial value when learned
     learn_temperature: bool = True
     min_temperature: float = 0.01
+    # The bag of the user's latest clicked items in the query tower (train/features.py
+    # `HISTORY_ITEMS`). False in versions trained before it; training turns it on.
+    item_history: bool = False
 
 
 class Tower(nn.Module):
     """Embeds a fixed set of categorical features, concatenates them with one vector input
-    (skipped when its width is 0), and projects with an MLP."""
+    (skipped when its width is 0) and the mean embedding of one bag of ids (`bag`, when
+    given; id 0 pads), and projects with an MLP."""
 
     def __init__(self, names: tuple[str, ...], vector: str, cards: dict[str, int],
-                 id_dim: int, attr_dim: int, hidden: int, out_dim: int) -> None:
+                 id_dim: int, attr_dim: int, hidden: int, out_dim: int,
+                 bag: str | None = None) -> None:
         super().__init__()
-        self.names = names
+        self.names, self.bag_name = names, bag or ""
         self.vector = vector if cards.get(vector, 0) else None
         dims = {n: id_dim if n in ("user", "item") else attr_dim for n in names}
         self.embeddings = nn.ModuleDict({n: nn.Embedding(cards[n], dims[n]) for n in names})
-        width = sum(dims.values()) + (cards[vector] if self.vector else 0)
+        self.bag = (nn.EmbeddingBag(cards[bag], id_dim, mode="mean", padding_idx=0)
+                    if bag else None)
+        width = (sum(dims.values()) + (cards[vector] if self.vector else 0)
+                 + (id_dim if bag else 0))
         self.mlp = nn.Sequential(nn.Linear(width, hidden), nn.ReLU(), nn.Linear(hidden, out_dim))
 
     def forward(self, x: dict[str, torch.Tensor]) -> torch.Tensor:
         h = [self.embeddings[n](x[n]) for n in self.names]  # F x (B, E)
         if self.vector:
             h.append(x[self.vector].float())  # B, V
+        if self.bag is not None:
+            h.append(self.bag(x[self.bag_name]))  # B, E: mean over the non-pad ids
         return F.normalize(self.mlp(torch.cat(h, dim=1)), dim=1)  # B, D
 
 
@@ -75,7 +89,8 @@ class TwoTower(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.user_tower = Tower(USER_SPARSE, "history", cards, cfg.id_dim, cfg.attr_dim,
-                                cfg.hidden, cfg.out_dim)
+                                cfg.hidden, cfg.out_dim,
+                                bag="hist_items" if cfg.item_history else None)
         self.item_tower = Tower(ITEM_SPARSE, "content", cards, cfg.id_dim, cfg.attr_dim,
                                 cfg.hidden, cfg.out_dim)
         # log(1 / temperature), learned like CLIP's logit scale when cfg says so; only the
@@ -117,6 +132,9 @@ class TwoTowerTrain(nn.Module):
                              persistent=False)
 
     def forward(self, x: dict[str, torch.Tensor]) -> torch.Tensor:
+        if "hist_items" in x:  # each row's own item out of its user's bag
+            x = x | {"hist_items": x["hist_items"].masked_fill(
+                x["hist_items"] == x["item"][:, None], 0)}
         u = self.model.user_embedding(x)  # B, D
         v = self.model.item_embedding(x)  # B, D
         logits = u @ v.T / self.model.temperature  # B, B

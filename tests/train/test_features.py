@@ -160,3 +160,23 @@ def test_device_masking_is_separate_from_user_masking() -> None:
     assert 0.04 < (out["device"] == OOV).mean() < 0.06
     assert (out["user"] == 1).all()
     assert mask_devices({"user": b["user"]}, 0.05, np.random.default_rng(1)).keys() == {"user"}
+
+
+def test_latest_clicked_items_are_newest_first_and_padded() -> None:
+    users = pd.DataFrame({"user_id": ["a", "b"], "age": [20, 40], "gender": ["F", "M"]})
+    items = pd.DataFrame({"item_id": ["x", "y", "z"], "category": ["t", "b", "t"],
+                          "style": ["s", "s", "s"], "price": [1.0, 2.0, 3.0]})
+    inter = pd.DataFrame({"user_id": ["a", "a", "a", "b"], "item_id": ["x", "y", "z", "y"],
+                          "device": "web", "label": [1, 0, 1, 1],
+                          "ts": pd.to_datetime(["2026-01-03", "2026-01-04", "2026-01-01",
+                                                "2026-01-02"])})
+    features = Features.fit(inter, users, items)
+    table = UserTable.build(users.set_index("user_id"), features, inter, items)
+    x, y, z = features.lookup("item", np.array(["x", "y", "z"]))
+    assert table.items[table.rows["a"], :3].tolist() == [x, z, OOV]  # clicks only, newest first
+    assert table.items[table.rows["b"], :2].tolist() == [y, OOV]
+    cols = features.user_features(np.array(["a", "nobody"]), table)
+    assert cols["hist_items"][1].tolist() == [OOV] * table.items.shape[1]
+    masked = mask_users(cols | {"user_pos": np.zeros(2)}, 1.0, np.random.default_rng(0),
+                        kinds=(0, 1, 0))
+    assert not masked["hist_items"].any()  # a user with no past has an empty bag

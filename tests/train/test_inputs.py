@@ -13,6 +13,7 @@ import pytest
 from train.inputs import (
     ModelInputs,
     Negatives,
+    candidate_pool,
     click_log_q,
     featurized_frame,
     fit_features,
@@ -50,8 +51,45 @@ def test_sampled_negatives_follow_the_click_distribution_and_the_seed() -> None:
     assert len(out) == 3 + 2 * 2  # two for each of the two positives
     added = out.iloc[3:]
     assert (added["label"] == 0).all() and list(added["user_id"]) == ["a", "a", "c", "c"]
-    assert set(added["item_id"]) <= {"x", "y"}  # z has no clicks: (1e-9) ** 0.75 ~ never
+    # half by clicks to the 0.75 (z has none), half uniform
+    w = np.array([0.8, 0.2, 1e-9]) ** 0.75
+    np.testing.assert_allclose(neg.probs, 0.5 * w / w.sum() + 0.5 / 3)
     pd.testing.assert_frame_equal(out, neg.add(batch, seed=0))  # the same rows, the same draw
+
+
+def test_candidate_negatives_come_from_the_users_own_candidates() -> None:
+    items = pd.DataFrame({"item_id": ["x", "y", "z"]})
+    pool = np.array([[2, -1], [-1, -1]], np.int32)  # a: z only; b: nothing retrieved
+    neg = Negatives.of(0, np.log(np.array([0.98, 0.01, 0.01])), items, from_candidates=3,
+                       candidates=pool, user_rows={"a": 0, "b": 1})
+    batch = pd.DataFrame({"user_id": ["a", "b", "nobody"], "item_id": ["x", "x", "x"],
+                          "label": [1, 1, 1]})
+    added = neg.add(batch, seed=0).iloc[3:]
+    assert len(added) == 9 and (added["label"] == 0).all()
+    assert set(added.loc[added["user_id"] == "a", "item_id"]) == {"z"}
+    # without candidates, popular or random items stand in
+    assert added.loc[added["user_id"] != "a", "item_id"].isin(["x", "y", "z"]).all()
+
+
+def test_candidate_pool_is_the_query_towers_nearest_items_less_the_users_clicks() -> None:
+    import torch
+
+    from index.faiss_index import IndexConfig, build_index
+    from train.scoring import item_vectors
+    from train.two_tower import TwoTower, TwoTowerConfig
+
+    torch.manual_seed(0)
+    fitted = fit_features(ROWS, USERS, ITEMS, None)
+    model = TwoTower(TwoTowerConfig(out_dim=8), fitted.features.cardinalities).eval()
+    index = build_index(item_vectors(model, fitted.features.item_table(ITEMS)),
+                        IndexConfig(kind="flat"))
+    clicked = ROWS[ROWS["label"] == 1]
+    pool = candidate_pool(model, index, fitted, clicked, ITEMS, depth=3)
+    assert pool.shape == (2, 3)
+    x, y, z = 0, 1, 2
+    assert sorted(pool[fitted.table.rows["u1"]].tolist()) == [-1, y, z]  # u1 clicked x
+    assert sorted(pool[fitted.table.rows["u2"]].tolist()) == [-1, -1, y]  # u2 clicked x, z
+    assert (pool[:, 0] >= 0).all()  # pads last
 
 
 def test_model_inputs_keep_the_model_columns_and_add_negatives_first() -> None:

@@ -90,3 +90,26 @@ def test_item_tower_reads_the_content_vector() -> None:
     assert not torch.allclose(model.item_embedding(x)[0], model.item_embedding(x)[1])
     x["content"] = x["content"][[0, 0]]
     torch.testing.assert_close(model.item_embedding(x)[0], model.item_embedding(x)[1])
+
+
+def test_query_tower_reads_the_bag_of_clicked_items_and_training_leaves_the_row_out() -> None:
+    torch.manual_seed(0)
+    cards = CARDS | {"hist_items": CARDS["item"]}
+    model = TwoTower(TwoTowerConfig(item_history=True), cards)
+    x = random_batch(4)
+    x["hist_items"] = torch.tensor([[3, 5, 0], [0, 0, 0], [7, 0, 0], [2, 2, 9]])
+    other = x | {"hist_items": torch.tensor([[4, 6, 0], [0, 0, 0], [8, 0, 0], [1, 1, 9]])}
+    u, v = model.user_embedding(x), model.user_embedding(other)
+    assert not torch.allclose(u[0], v[0])  # what they clicked moves the query
+    torch.testing.assert_close(u[1], v[1])  # an empty bag (all pads) is the same for all
+    train = TwoTowerTrain(model)
+    x["item"] = x["item_row"] = torch.tensor([3, 1, 7, 9])
+    without = x | {"hist_items": torch.tensor([[0, 5, 0], [0, 0, 0], [0, 0, 0], [2, 2, 0]])}
+    torch.testing.assert_close(train(x), train(without))  # each row's own item is left out
+
+
+def test_a_version_without_the_bag_ignores_it() -> None:
+    model = TwoTower(TwoTowerConfig(), CARDS)
+    x = random_batch(3)
+    torch.testing.assert_close(model.user_embedding(x),
+                               model.user_embedding(x | {"hist_items": torch.ones(3, 2).long()}))
