@@ -208,8 +208,8 @@ def write_folder(src: Path, out: Path, s: Split3) -> Path:
     return out
 
 
-def _without_item_history(cfg: Any) -> Any:
-    return replace(cfg, two_tower=replace(cfg.two_tower, item_history=False))
+def _with_item_history(cfg: Any) -> Any:
+    return replace(cfg, two_tower=replace(cfg.two_tower, item_history=True))
 
 
 def _with_candidate_negatives(cfg: Any) -> Any:
@@ -219,7 +219,7 @@ def _with_candidate_negatives(cfg: Any) -> Any:
 # warmstart trained with one change to its defaults: what each change gains or costs
 # (`--ablate NAME`, the row named "warmstart NAME").
 ABLATIONS: dict[str, Callable[[Any], Any]] = {
-    "without item-history": _without_item_history,  # the query tower's bag of clicked items
+    "with item-history": _with_item_history,  # the query tower's bag of clicked items (off)
     "with candidate-negatives": _with_candidate_negatives,  # the DLRM's negatives (off)
 }
 

@@ -52,7 +52,7 @@ class TwoTowerConfig:
     learn_temperature: bool = True
     min_temperature: float = 0.01
     # The bag of the user's latest clicked items in the query tower (train/features.py
-    # `HISTORY_ITEMS`). False in versions trained before it; training turns it on.
+    # `HISTORY_ITEMS`); off by default, see flows/train.py TrainConfig.two_tower.
     item_history: bool = False
 
 

@@ -29,6 +29,35 @@ def test_train_rerun_reuses_every_step_and_a_ranker_change_reruns_four(
     (tiny_artifacts.parent / "LATEST").write_text(tiny_artifacts.name)  # leave it as found
 
 
+@pytest.mark.ray
+def test_the_options_that_are_off_by_default_train_and_serve(tiny_data: Path,
+                                                             tiny_artifacts: Path) -> None:
+    """The query tower's bag of clicked items and the DLRM's negatives from retrieval
+    candidates (both off by default, their figures in docs/results.md) still train, publish
+    and answer."""
+    import asyncio
+
+    from serve.pipeline import Pipeline, Request, bare_stores
+    from serve.state import build_state
+    from train.artifacts import load_bundle
+
+    cfg = TrainConfig(data=tiny_data, artifacts=tiny_artifacts.parent)
+    cfg = replace(cfg, two_tower=replace(cfg.two_tower, item_history=True),
+                  dlrm_candidate_negatives=2,
+                  two_tower_loop=replace(cfg.two_tower_loop, epochs=1),
+                  dlrm_loop=replace(cfg.dlrm_loop, epochs=1))
+    try:
+        bundle = load_bundle(train(cfg))
+    finally:
+        (tiny_artifacts.parent / "LATEST").write_text(tiny_artifacts.name)  # as found
+    assert bundle.two_tower.user_tower.bag is not None
+    assert bundle.user_table.items.any()  # the users' latest clicks are kept
+    state = build_state(bundle, interests=None)
+    user = next(iter(state.users.rows))
+    answer = asyncio.run(Pipeline(state, bare_stores(state)).recommend(Request(user_id=user)))
+    assert len(answer.items) == 10
+
+
 def test_large_training_data_gets_fewer_epochs_and_larger_batches() -> None:
     cfg = TrainConfig()
     assert for_data_size(cfg, 1_000_000) == cfg  # small: as configured
