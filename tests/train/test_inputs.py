@@ -86,7 +86,7 @@ def test_candidate_pool_is_the_query_towers_nearest_items_less_the_users_clicks(
     clicked = ROWS[ROWS["label"] == 1]
     pool = candidate_pool(model, index, fitted, clicked, ITEMS, depth=3)
     assert pool.shape == (2, 3)
-    x, y, z = 0, 1, 2
+    y, z = 1, 2  # catalog rows of ITEMS; x (row 0) is clicked by both users
     assert sorted(pool[fitted.table.rows["u1"]].tolist()) == [-1, y, z]  # u1 clicked x
     assert sorted(pool[fitted.table.rows["u2"]].tolist()) == [-1, -1, y]  # u2 clicked x, z
     assert (pool[:, 0] >= 0).all()  # pads last
