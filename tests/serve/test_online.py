@@ -284,9 +284,10 @@ def test_feature_services_list_exactly_what_each_model_reads() -> None:
     def names(service: Any) -> set[str]:
         return {f.name for p in service.feature_view_projections for f in p.features}
 
-    # category_shares is the `history` input; the DLRM reads it as hist_category
+    # category_shares is the `history` input; the DLRM reads it as hist_category. The bag of
+    # latest clicked items (`hist_items`) comes from the version's arrays, not the store.
     online = {*PROFILE, *ACTIVITY} - {"category_shares"}
-    assert names(d.two_tower_v1) == {*two_tower.USER_INPUTS} - {"history"} | {
+    assert names(d.two_tower_v1) == {*two_tower.USER_INPUTS} - {"history", "hist_items"} | {
         "category_shares"}
     assert names(d.dlrm_v1) == (set(dlrm.INPUTS) & online) | {"category_shares"}
     assert not d.item_attributes.online
