@@ -112,6 +112,11 @@ def test_both_formats_give_the_same_dataset(tmp_path: Path) -> None:
     a, b = tmp_path / "a", tmp_path / "b"
     _load(write_fake(tmp_path / "atomic", "atomic"), a)
     _load(write_fake(tmp_path / "grouplens", "grouplens"), b)
+    assert_same_dataset(a, b)
+
+
+def assert_same_dataset(a: Path, b: Path) -> None:
+    """Two loaded folders hold the same items, users and interactions."""
     pd.testing.assert_frame_equal(read_items(a), read_items(b))
     pd.testing.assert_frame_equal(read_users(a), read_users(b))
     days = tuple(range(14))
@@ -346,10 +351,7 @@ def test_both_ml_1m_forms_give_the_same_dataset(tmp_path: Path) -> None:
     write_release(tmp_path / "atomic", "atomic-ml-1m")
     load(LoadConfig(src=tmp_path / "dat", out=a))
     load(LoadConfig(src=tmp_path / "atomic", out=b))
-    pd.testing.assert_frame_equal(read_items(a), read_items(b))
-    pd.testing.assert_frame_equal(read_users(a), read_users(b))
-    days = tuple(range(14))
-    pd.testing.assert_frame_equal(read_interactions(a, days), read_interactions(b, days))
+    assert_same_dataset(a, b)
 
 
 def test_like_threshold_applies_to_half_stars(tmp_path: Path) -> None:
