@@ -216,11 +216,16 @@ def _with_candidate_negatives(cfg: Any) -> Any:
     return replace(cfg, dlrm_candidate_negatives=2)
 
 
+def _with_in_batch_softmax(cfg: Any) -> Any:
+    return replace(cfg, full_softmax_items=0)
+
+
 # warmstart trained with one change to its defaults: what each change gains or costs
 # (`--ablate NAME`, the row named "warmstart NAME").
 ABLATIONS: dict[str, Callable[[Any], Any]] = {
     "with item-history": _with_item_history,  # the query tower's bag of clicked items (off)
     "with candidate-negatives": _with_candidate_negatives,  # the DLRM's negatives (off)
+    "with in-batch-softmax": _with_in_batch_softmax,  # the Two-Tower's softmax (catalog)
 }
 
 

@@ -286,7 +286,8 @@ def tune_models(current: Bundle, fitted: Fitted, days: Days, cfg: FinetuneConfig
         two_tower, tt_history = tune("two_tower", current.two_tower, fitted, current.items,
                                      days, cfg, tcfg.two_tower_loop, ("item_tower",),
                                      RayRun(storage, f"{version}-two_tower"), local,
-                                     tcfg.cache_max_rows)
+                                     tcfg.cache_max_rows,
+                                     full_softmax_items=tcfg.full_softmax_items)
         dlrm, dlrm_history = tune("dlrm", current.dlrm, fitted, current.items, days, cfg,
                                   tcfg.dlrm_loop, (), RayRun(storage, f"{version}-dlrm"), local,
                                   tcfg.cache_max_rows, tcfg.dlrm_negatives)
@@ -302,8 +303,8 @@ def tune_models(current: Bundle, fitted: Fitted, days: Days, cfg: FinetuneConfig
 
 def tune(kind: str, model: Any, fitted: Fitted, items: pd.DataFrame, days: Days,
          cfg: FinetuneConfig, base: LoopConfig, freeze: tuple[str, ...], run: RayRun,
-         local: bool, cache_max_rows: int, negatives: int | None = None
-         ) -> tuple[Any, list[dict[str, Any]]]:
+         local: bool, cache_max_rows: int, negatives: int | None = None,
+         full_softmax_items: int = 0) -> tuple[Any, list[dict[str, Any]]]:
     """One model fine-tuned on the new days and a replay sample of the old ones, at the
     full training's learning rate times `lr_scale`, for `cfg.epochs`."""
     clicks_only = kind == "two_tower"  # the retriever learns clicks, the ranker impressions
@@ -316,7 +317,8 @@ def tune(kind: str, model: Any, fitted: Fitted, items: pd.DataFrame, days: Days,
     val = rows(days.val, cache_max_rows=cache_max_rows)
     loop = replace(base, epochs=cfg.epochs, lr=base.lr * cfg.lr_scale, freeze=freeze,
                    seed=cfg.seed)
-    task = {"log_q": fitted.log_q} if kind == "two_tower" else None
+    task = (fitted.two_tower_task(items, full_softmax_items) if kind == "two_tower"
+            else None)
     return fit(kind, model.cfg, fitted.features.cardinalities, train, val, loop, task,
                init=model, run=run)
 

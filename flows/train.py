@@ -5,12 +5,17 @@ rerun skips every step whose inputs are unchanged):
     1. embed_content    item text (name + description) through the text encoder (a Ray Data
                         job), and item images through CLIP when the items have any
     2. fit_features     scikit-learn transformers, PCA of the content, per-user history
-    3. train_retrieval  Two-Tower on clicks (Ray Train; in-batch negatives, logQ)
+    3. train_retrieval  Two-Tower on clicks (Ray Train; softmax over the catalog, or
+                        in-batch negatives with logQ), stopped early on the validation days
     4. embed_items      the item tower over the whole catalog
     5. build_index      FAISS over those vectors
     6. train_ranker     DLRM on every impression (Ray Train)
     7. fit_sources      item-item, popularity in context and demographic cell, and the blend
                         of every signal, tuned on the validation days (flows/sources.py)
+    7b. refit_retrieval the Two-Tower again on training and validation days, for the epochs
+                        step 3 chose, with its item vectors and index: what serving answers
+                        from, as step 7 refits the closed-form sources (the blend was fitted
+                        with step 3's model, which never saw the validation days)
     8. evaluate         on the test days, beside popularity and the generator's oracle
     9. publish          artifacts/<version>/, LATEST updated
 
@@ -30,6 +35,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 
 from flows import sources as closed_form
 from flows.layout import (
@@ -52,7 +58,7 @@ from index.faiss_index import IndexConfig, load_index, save_index
 from train import artifacts, inputs
 from train.accelerators import ACCELERATORS
 from train.artifacts import Bundle, load_model, new_version, save_model
-from train.dlrm import DLRM, DLRMConfig
+from train.dlrm import DLRM, DLRMConfig, sampling_offset
 from train.encoders import TEXT_KINDS, EncoderConfig, item_content
 from train.features import HISTORY_ITEMS
 from train.inputs import Fitted, ModelInputs, Negatives
@@ -77,6 +83,12 @@ class TrainConfig:
     # MovieLens-100K (bench.standard, 2 seeds), and the served answer moved by neither.
     two_tower: TwoTowerConfig = field(default_factory=TwoTowerConfig)
     dlrm: DLRMConfig = field(default_factory=DLRMConfig)
+    # Catalogs up to this many items train the Two-Tower with a softmax over every item
+    # (train/two_tower.py `TwoTowerTrain`); larger ones with in-batch negatives and logQ.
+    full_softmax_items: int = 50_000
+    # Train the Two-Tower again on training and validation days once the blend is fitted
+    # (step 7b), for the epochs the validation days chose.
+    two_tower_refit: bool = True
     # Batch sizes are per worker. Tuned on `small` (20k users, 1M impressions).
     # Epochs are ceilings: training stops after `patience` epochs without a lower validation
     # loss (`small` stops the Two-Tower after ~7, MovieLens-100K needs more).
@@ -192,6 +204,7 @@ def train(cfg: TrainConfig) -> Path:
         version=run.version, path=cfg.artifacts / run.version, manifest={},
         features=fitted.features, two_tower=two_tower, dlrm=dlrm, index=index,
         items=run.items, users=run.users, user_table=fitted.table, item_content=content))
+    bundle = refit_retrieval(run, fitted, bundle)  # 7b
     report = evaluate(run, bundle)  # 8
     folder = publish(run, bundle, report)  # 9
     drop_runs((cfg.artifacts / "_runs").resolve(), run.version)
@@ -248,7 +261,9 @@ def train_retrieval(run: TrainingRun, fitted: Fitted) -> TwoTower:
     cfg = run.cfg
     folder = run.steps.run("train_retrieval", {
         "data": run.data_in(run.split.train + run.split.val), "model": cfg.two_tower,
-        "loop": cfg.two_tower_loop}, partial(_train_retrieval, run, fitted),
+        "loop": cfg.two_tower_loop,
+        "full_softmax": len(run.items) <= cfg.full_softmax_items},
+        partial(_train_retrieval, run, fitted),
         after=("fit_features",))
     model: TwoTower = load_model("two_tower", folder)
     return model
@@ -259,7 +274,8 @@ def _train_retrieval(run: TrainingRun, fitted: Fitted, out: Path) -> None:
     fn = ModelInputs(fitted, run.items, MODELS["two_tower"].columns)
     model, history = fit("two_tower", cfg.two_tower, fitted.features.cardinalities,
                          run.rows(run.split.train, fn, True), run.rows(run.split.val, fn, True),
-                         cfg.two_tower_loop, {"log_q": fitted.log_q},
+                         cfg.two_tower_loop,
+                         fitted.two_tower_task(run.items, cfg.full_softmax_items),
                          run=run.ray_run("two_tower"))
     save_model(model, out, fitted.features.cardinalities)
     (out / "history.json").write_text(json.dumps(
@@ -318,6 +334,12 @@ def _train_ranker(run: TrainingRun, fitted: Fitted, two_tower: TwoTower, index: 
     model, history = fit("dlrm", cfg.dlrm, fitted.features.cardinalities,
                          run.rows(run.split.train, fn, False), run.rows(run.split.val, fn, False),
                          cfg.dlrm_loop, run=run.ray_run("dlrm"))
+    if per_positive:  # positives-only data: score with the sampler's offset (train/dlrm.py)
+        assert negatives is not None
+        offset = sampling_offset(fitted.features.lookup("item", run.items["item_id"]),
+                                 negatives.probs, per_positive,
+                                 fitted.features.cardinalities["item"])
+        model.item_offset.copy_(torch.from_numpy(offset))
     save_model(model, out, fitted.features.cardinalities)
     (out / "history.json").write_text(json.dumps(epoch_figures(history)))
 
@@ -335,12 +357,53 @@ def fit_sources(run: TrainingRun, models: Bundle) -> Bundle:
     return replace(models, sources=SourcesFit.load(folder).sources)
 
 
+def refit_retrieval(run: TrainingRun, fitted: Fitted, bundle: Bundle) -> Bundle:
+    """7b. `bundle` with the Two-Tower trained again on the training and validation days, for
+    as many epochs as step 3's best, and its item vectors and index; `bundle` unchanged when
+    `TrainConfig.two_tower_refit` is off. Like the closed-form sources, the model that serves
+    has then seen every day the baselines are fitted on, and the epochs were still chosen on
+    days it had not seen."""
+    cfg = run.cfg
+    if not cfg.two_tower_refit:
+        return bundle
+    split = run.split
+    folder = run.steps.run("refit_retrieval", {
+        "data": run.data_in(split.train + split.val), "model": cfg.two_tower,
+        "loop": cfg.two_tower_loop, "full_softmax": len(run.items) <= cfg.full_softmax_items,
+        "index": cfg.index}, partial(_refit_retrieval, run, fitted),
+        after=("fit_features", "train_retrieval"))
+    return replace(bundle, two_tower=load_model("two_tower", folder),
+                   index=load_index(folder / "index.faiss"))
+
+
+def _refit_retrieval(run: TrainingRun, fitted: Fitted, out: Path) -> None:
+    cfg, split = run.cfg, run.split
+    chosen = _history(run.steps, "train_retrieval")["epochs"]
+    epochs = 1 + min(range(len(chosen)), key=lambda n: chosen[n]["val_loss"])
+    fn = ModelInputs(fitted, run.items, MODELS["two_tower"].columns)
+    # No early stop: the validation days are training rows now. Their loss is still
+    # reported (a curve that keeps falling), and the last epoch is the one kept.
+    model, history = fit("two_tower", cfg.two_tower, fitted.features.cardinalities,
+                         run.rows(split.train + split.val, fn, True),
+                         run.rows(split.val, fn, True),
+                         replace(cfg.two_tower_loop, epochs=epochs, patience=None),
+                         fitted.two_tower_task(run.items, cfg.full_softmax_items),
+                         run=run.ray_run("two_tower_refit"))
+    save_model(model, out, fitted.features.cardinalities)
+    vectors = item_vectors(model, fitted.features.item_table(run.items, fitted.content))
+    save_index(faiss_index.build_index(vectors, cfg.index), out / "index.faiss")
+    (out / "history.json").write_text(json.dumps(
+        epoch_figures(history) | {"epochs_chosen": epochs}))
+
+
 def evaluate(run: TrainingRun, bundle: Bundle) -> dict[str, Any]:
     """8. The test days' report (flows/evaluate.py); a data folder whose test days are empty
     (a production one that trains on every day it has) publishes without one."""
     folder = run.steps.run("evaluate", {"data": run.data_in(run.split.test),
                                         "split": run.split},
-                           partial(_evaluate, run, bundle), after=("fit_sources",))
+                           partial(_evaluate, run, bundle),
+                           after=("fit_sources", "refit_retrieval") if run.cfg.two_tower_refit
+                           else ("fit_sources",))
     report: dict[str, Any] = json.loads((folder / "report.json").read_text())
     return report
 
@@ -373,6 +436,8 @@ def _publish(run: TrainingRun, bundle: Bundle, report: dict[str, Any], out: Path
         "evaluation": report,
         "two_tower_epochs": _history(steps, "train_retrieval"),
         "dlrm_epochs": _history(steps, "train_ranker"),
+        "two_tower_refit_epochs": (_history(steps, "refit_retrieval")
+                                   if "refit_retrieval" in steps.ran + steps.skipped else None),
         "sources": SourcesFit.load(steps.folder("fit_sources")).report,
         "train_seconds": time.perf_counter() - run.started,
         "steps": {"ran": list(steps.ran), "reused": list(steps.skipped)},

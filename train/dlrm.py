@@ -8,6 +8,13 @@ The item's pretrained content embedding (PCA of its text embedding, fixed during
 is projected to one more E-dim vector that takes part in the interaction beside the learned
 embeddings, so a new item's content is compared with the user and the context directly.
 
+When the training data held positives only and the negatives were sampled (train/inputs.py
+`Negatives`), the trained logit estimates log p(item | user) / (k q(item)), with q the
+sampling distribution and k the negatives per positive: it demotes every item the sampler
+drew often, popular ones most. `item_offset` (I,) holds log(k q(item)) per item id, set by the
+training flow after training (zeros otherwise); scoring adds it back, so that the DLRM ranks
+by how likely the user is to pick each item. Training never reads it (`DLRMTrain`).
+
 Shapes: B batch, F interacting vectors from features, E embedding dimension, N dense
 features, V content width.
 
@@ -24,7 +31,9 @@ Example::
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -107,9 +116,14 @@ class OverArch(nn.Module):
 
 
 class DLRM(nn.Module):
+    item_offset: torch.Tensor  # (I,) added to the logit when scoring (module docstring)
+
     def __init__(self, cfg: DLRMConfig, cards: dict[str, int]) -> None:
         super().__init__()
         self.cfg = cfg
+        self.register_buffer("item_offset", torch.zeros(cards["item"]))
+        # Weights saved before the offset existed load with none.
+        self._register_load_state_dict_pre_hook(_offset_or_zeros)
         e = cfg.embedding_dim
         self.sparse_arch = SparseArch(SPARSE, cards, e)
         f = self.sparse_arch.n_vectors
@@ -118,7 +132,11 @@ class DLRM(nn.Module):
         self.over_arch = OverArch(e + (f + 1) * f // 2, cfg.top)
 
     def forward(self, x: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Click logit per row."""
+        """Click logit per row, with the item's sampling offset."""
+        return self.logit(x) + self.item_offset[x["item"]]  # B
+
+    def logit(self, x: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The network's logit per row, as trained."""
         sparse = self.sparse_arch(x)  # B, F, E
         dense = self.dense_arch(x["dense"])  # B, E
         return self.over_arch(self.interaction_arch(dense, sparse))  # B
@@ -132,4 +150,21 @@ class DLRMTrain(nn.Module):
         self.model = model
 
     def forward(self, x: dict[str, torch.Tensor]) -> torch.Tensor:
-        return F.binary_cross_entropy_with_logits(self.model(x), x["label"])
+        return F.binary_cross_entropy_with_logits(self.model.logit(x), x["label"])
+
+
+def _offset_or_zeros(state: dict[str, Any], prefix: str, *args: Any) -> None:
+    state.setdefault(prefix + "item_offset", torch.zeros(len(state[prefix + "sparse_arch."
+                                                                    "embeddings.item.weight"])))
+
+
+def sampling_offset(item_index: np.ndarray, probs: np.ndarray, per_positive: int,
+                    n_ids: int) -> np.ndarray:
+    """(n_ids,) log(k q(item)) per item id: `item_index` (I,) each catalog row's id, `probs`
+    (I,) the chance the sampler draws it, `per_positive` k. Ids that stand for several
+    catalog rows (the OOV id of unseen items) get the least likely row's."""
+    out = np.full(n_ids, np.log(per_positive * probs.min()), np.float32)
+    seen = np.bincount(item_index, minlength=n_ids) == 1
+    keep = seen[item_index]
+    out[item_index[keep]] = np.log(per_positive * probs[keep])
+    return out

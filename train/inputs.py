@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from train.features import Features, UserTable, featurize
+from train.two_tower import CATALOG, ITEM_INPUTS
 
 # Model inputs: featurized columns as arrays (in this process) or a Ray Dataset of them.
 Rows = dict[str, np.ndarray] | Any
@@ -56,6 +57,17 @@ class Fitted:
         np.save(folder / "log_q.npy", self.log_q)
         if self.content is not None:
             np.save(folder / "item_content.npy", self.content)
+
+    def two_tower_task(self, items: pd.DataFrame, full_softmax_items: int
+                       ) -> dict[str, np.ndarray]:
+        """The Two-Tower training wrapper's arrays: the logQ correction, and every catalog
+        row's item inputs when the catalog has at most `full_softmax_items` rows, so that
+        the softmax runs over the whole catalog (train/two_tower.py `TwoTowerTrain`)."""
+        task = {"log_q": self.log_q}
+        if len(items) <= full_softmax_items:
+            table = self.features.item_table(items, self.content)
+            task |= {CATALOG + n: table[n] for n in ITEM_INPUTS}
+        return task
 
     @classmethod
     def load(cls, folder: Path, users: pd.DataFrame) -> Fitted:

@@ -1,5 +1,6 @@
 """`warmstart train`: a rerun reuses every finished step and a change reruns only what
-depends on it; large data gets fewer epochs and larger batches."""
+depends on it; the Two-Tower that serves is refitted on the validation days; large data gets
+fewer epochs and larger batches."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import torch
 
 from flows.train import TrainConfig, for_data_size, train
+from train.artifacts import load_model
 
 
 @pytest.mark.ray
@@ -19,7 +22,19 @@ def test_train_rerun_reuses_every_step_and_a_ranker_change_reruns_four(
     cfg = replace(cfg, two_tower_loop=replace(cfg.two_tower_loop, epochs=3),
                   dlrm_loop=replace(cfg.dlrm_loop, epochs=2))  # as the fixture trained
     assert train(cfg) == tiny_artifacts
-    assert "ran 0 steps, reused 9" in capsys.readouterr().out
+    assert "ran 0 steps, reused 10" in capsys.readouterr().out
+    # what serves is the Two-Tower trained again on training and validation days, for the
+    # epochs step 3 chose on the validation days
+    refit = json.loads((tiny_artifacts / "manifest.json").read_text())["metrics"][
+        "two_tower_refit_epochs"]
+    step3 = json.loads(next((tiny_artifacts.parent / "_steps" / "train_retrieval").glob(
+        "*/history.json")).read_text())["epochs"]
+    best = min(range(len(step3)), key=lambda n: step3[n]["val_loss"])
+    assert refit["epochs_chosen"] == len(refit["epochs"]) == best + 1
+    served, provisional = (load_model("two_tower", f) for f in (
+        tiny_artifacts, next((tiny_artifacts.parent / "_steps" / "train_retrieval").glob("*/"))))
+    assert not torch.equal(served.item_tower.residual.weight,
+                           provisional.item_tower.residual.weight)
     changed = replace(cfg, dlrm_loop=replace(cfg.dlrm_loop, epochs=1))
     folder = train(changed)
     assert folder != tiny_artifacts
@@ -33,8 +48,9 @@ def test_train_rerun_reuses_every_step_and_a_ranker_change_reruns_four(
 def test_the_options_that_are_off_by_default_train_and_serve(tiny_data: Path,
                                                              tiny_artifacts: Path) -> None:
     """The query tower's bag of clicked items and the DLRM's negatives from retrieval
-    candidates (both off by default, their figures in docs/results.md) still train, publish
-    and answer."""
+    candidates (both off by default, their figures in docs/results.md), the in-batch softmax
+    of large catalogs and a Two-Tower that is not refitted still train, publish and
+    answer."""
     import asyncio
 
     from serve.pipeline import Pipeline, Request, bare_stores
@@ -43,7 +59,7 @@ def test_the_options_that_are_off_by_default_train_and_serve(tiny_data: Path,
 
     cfg = TrainConfig(data=tiny_data, artifacts=tiny_artifacts.parent)
     cfg = replace(cfg, two_tower=replace(cfg.two_tower, item_history=True),
-                  dlrm_candidate_negatives=2,
+                  dlrm_candidate_negatives=2, full_softmax_items=0, two_tower_refit=False,
                   two_tower_loop=replace(cfg.two_tower_loop, epochs=1),
                   dlrm_loop=replace(cfg.dlrm_loop, epochs=1))
     try:
@@ -51,6 +67,7 @@ def test_the_options_that_are_off_by_default_train_and_serve(tiny_data: Path,
     finally:
         (tiny_artifacts.parent / "LATEST").write_text(tiny_artifacts.name)  # as found
     assert bundle.two_tower.user_tower.bag is not None
+    assert "refit_retrieval" not in bundle.manifest["metrics"]["steps"]["ran"]
     assert bundle.user_table.items.any()  # the users' latest clicks are kept
     state = build_state(bundle, interests=None)
     user = next(iter(state.users.rows))

@@ -1,12 +1,14 @@
 """The DLRM ranker: the model contract, the interaction width worked out from the feature
-counts, content taking part in the interaction, and a context rule it must learn."""
+counts, content taking part in the interaction, a context rule it must learn, and the
+sampling offset added when scoring."""
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from tests.contracts import CARDS, ModelContract, random_batch
-from train.dlrm import DLRM, SPARSE, DLRMConfig, DLRMTrain, SparseArch
+from train.dlrm import DLRM, SPARSE, DLRMConfig, DLRMTrain, SparseArch, sampling_offset
 
 
 class TestDLRM(ModelContract):
@@ -48,3 +50,23 @@ def test_dlrm_learns_a_context_rule() -> None:
     x = random_batch(512, seed=999)
     p = torch.sigmoid(model(x))
     assert p[x["device"] == 1].min() > p[x["device"] != 1].max()
+
+
+def test_the_sampling_offset_is_added_when_scoring_and_never_when_training() -> None:
+    torch.manual_seed(0)
+    model = DLRM(DLRMConfig(embedding_dim=8), CARDS)
+    x = random_batch(6)
+    before, loss = model(x).detach(), DLRMTrain(model)(x).item()
+    # catalog rows 0-3 are ids 5, 6, 7 and the OOV id 0 shared by rows 3 and 4
+    offset = sampling_offset(np.array([5, 6, 7, 0, 0]), np.array([0.4, 0.2, 0.2, 0.1, 0.1]),
+                             4, CARDS["item"])
+    np.testing.assert_allclose(offset[[5, 6, 7, 0, 1]], np.log(4 * np.array(
+        [0.4, 0.2, 0.2, 0.1, 0.1])), rtol=1e-6)  # unseen ids: the least likely row's
+    model.item_offset.copy_(torch.from_numpy(offset))
+    torch.testing.assert_close(model(x), before + torch.from_numpy(offset)[x["item"]])
+    assert DLRMTrain(model)(x).item() == loss
+    # weights saved before the offset existed load with none
+    old = {k: v for k, v in model.state_dict().items() if k != "item_offset"}
+    fresh = DLRM(DLRMConfig(embedding_dim=8), CARDS)
+    fresh.load_state_dict(old)
+    torch.testing.assert_close(fresh(x), before)

@@ -21,6 +21,7 @@ from train.inputs import (
     negatives_per_positive,
 )
 from train.registry import MODELS
+from train.two_tower import CATALOG, ITEM_INPUTS
 
 ITEMS = pd.DataFrame({"item_id": ["x", "y", "z"], "category": ["a", "a", "b"],
                       "style": ["s", "t", "s"], "price": [10.0, 20.0, 30.0]})
@@ -108,6 +109,16 @@ def test_model_inputs_keep_the_model_columns_and_add_negatives_first() -> None:
     assert len(with_neg["label"]) == 5 + 2 * 3 and with_neg["label"].sum() == 3
     both = joined(plain, clicks)
     assert {k: len(v) for k, v in both.items()} == {k: 8 for k in columns}
+
+
+def test_the_two_tower_gets_the_catalogs_item_inputs_up_to_the_configured_size() -> None:
+    fitted = fit_features(ROWS, USERS, ITEMS, None)
+    full = fitted.two_tower_task(ITEMS, full_softmax_items=3)
+    table = fitted.features.item_table(ITEMS)
+    assert set(full) == {"log_q"} | {CATALOG + n for n in ITEM_INPUTS}
+    for n in ITEM_INPUTS:  # catalog order, the rows `item_row` points at
+        np.testing.assert_array_equal(full[CATALOG + n], table[n])
+    assert set(fitted.two_tower_task(ITEMS, full_softmax_items=2)) == {"log_q"}
 
 
 def test_a_sample_is_drawn_by_its_seed() -> None:

@@ -1,5 +1,6 @@
-"""The Two-Tower model: the model contract, unit-length towers, the in-batch loss worked out
-by hand, the learned temperature, and the item tower's use of content."""
+"""The Two-Tower model: the model contract, unit-length towers, the in-batch and
+whole-catalog losses worked out by hand, the learned temperature, and the item tower's use of
+content."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import torch
 
 from tests.contracts import CARDS, ModelContract, pair_batch, random_batch
 from train.features import ITEM_SPARSE
-from train.two_tower import TwoTower, TwoTowerConfig, TwoTowerTrain
+from train.two_tower import CATALOG, ITEM_INPUTS, TwoTower, TwoTowerConfig, TwoTowerTrain
 
 
 class TestTwoTower(ModelContract):
@@ -64,6 +65,29 @@ def test_log_q_correction_lowers_popular_items_logits() -> None:
     expected = np.mean([np.log(np.exp(logits[i]).sum()) - logits[i, i] for i in range(3)])
     loss = TwoTowerTrain(model, log_q)(x)
     assert loss.dtype == torch.float32 and loss.item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_catalog_loss_is_cross_entropy_over_every_catalog_item() -> None:
+    """Given the catalog's item inputs, each row's clicked catalog row is scored against
+    every catalog row, whatever else is in the batch (here: two rows click the same item,
+    which the in-batch loss would not count as a negative), and logQ plays no part."""
+    torch.manual_seed(0)
+    model = TwoTower(TwoTowerConfig(temperature=0.5, learn_temperature=False), CARDS)
+    catalog = random_batch(7, seed=1)  # 7 catalog rows
+    x = random_batch(3)
+    x["item_row"] = torch.tensor([4, 4, 6])
+    for n in ITEM_INPUTS:  # each row's own item inputs are its catalog row's
+        x[n] = catalog[n][x["item_row"]]
+    u = model.user_embedding(x)
+    v = model.item_embedding({n: catalog[n] for n in ITEM_INPUTS})  # 7, D
+    logits = (u @ v.T / 0.5).detach().numpy()  # 3, 7
+    rows = x["item_row"].numpy()
+    expected = np.mean([np.log(np.exp(logits[i]).sum()) - logits[i, rows[i]] for i in range(3)])
+    task = TwoTowerTrain(model, torch.log(torch.full((7,), 1 / 7)),
+                         **{CATALOG + n: catalog[n] for n in ITEM_INPUTS})
+    assert task(x).item() == pytest.approx(expected, rel=1e-5)
+    with pytest.raises(TypeError, match="catalog_price"):
+        TwoTowerTrain(model, catalog_price=torch.zeros(7))
 
 
 def test_temperature_is_learned_unless_configured_fixed() -> None:
