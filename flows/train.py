@@ -62,7 +62,7 @@ from train.dlrm import DLRM, DLRMConfig, sampling_offset
 from train.encoders import TEXT_KINDS, EncoderConfig, item_content
 from train.features import HISTORY_ITEMS
 from train.inputs import Fitted, ModelInputs, Negatives
-from train.loop import LoopConfig, RayRun, drop_runs, epoch_figures, fit
+from train.loop import REFIT, LoopConfig, RayRun, drop_runs, epoch_figures, fit
 from train.registry import MODELS
 from train.scoring import item_vectors
 from train.storage import location
@@ -388,7 +388,7 @@ def _refit_retrieval(run: TrainingRun, fitted: Fitted, out: Path) -> None:
                          run.rows(split.val, fn, True),
                          replace(cfg.two_tower_loop, epochs=epochs, patience=None),
                          fitted.two_tower_task(run.items, cfg.full_softmax_items),
-                         run=run.ray_run("two_tower_refit"))
+                         run=run.ray_run("two_tower" + REFIT))
     save_model(model, out, fitted.features.cardinalities)
     vectors = item_vectors(model, fitted.features.item_table(run.items, fitted.content))
     save_index(faiss_index.build_index(vectors, cfg.index), out / "index.faiss")

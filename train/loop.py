@@ -334,11 +334,15 @@ def epoch_figures(history: list[dict[str, Any]]
     return {"epochs": [{k: float(h[k]) for k in keep if k in h} for h in history]}
 
 
+REFIT = "_refit"  # a model kind's second training, on more days (flows/train.py step 7b)
+
+
 def drop_runs(storage: Path, run: str) -> None:
-    """Delete the Ray Train folders of `run` (one per model kind, `<run>-<kind>`) under
-    `storage`, and under the URI it mirrors: checkpoints only matter while training."""
+    """Delete the Ray Train folders of `run` (one per model kind and training,
+    `<run>-<kind>` and `<run>-<kind>_refit`) under `storage`, and under the URI it mirrors:
+    checkpoints only matter while training."""
     uri = origin(storage)
-    for kind in MODELS:
+    for kind in (*MODELS, *(k + REFIT for k in MODELS)):
         if uri is not None:
             remove(join(uri, f"{run}-{kind}"))
         shutil.rmtree(storage / f"{run}-{kind}", ignore_errors=True)
