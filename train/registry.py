@@ -62,6 +62,8 @@ def config_from_dict(kind: str, values: dict[str, Any]) -> Any:
     names = {f.name for f in dataclasses.fields(cls)}
     if unknown := set(values) - names:
         raise ValueError(f"{kind} config has unknown fields {sorted(unknown)}")
+    # A field absent from an older saved config takes the value it had then, not its default.
+    values = getattr(cls, "SAVED_BEFORE", {}) | values
     return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
 
 

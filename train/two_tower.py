@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -58,6 +59,9 @@ class TwoTowerConfig:
     item_history: bool = False
     # Each item's own vector added to the item tower's output (`Tower`'s `residual`).
     item_residual: bool = True
+    # What a config saved before a field existed meant (train/registry.py
+    # `config_from_dict`): versions published before the residual have none.
+    SAVED_BEFORE: ClassVar[dict[str, Any]] = {"item_residual": False}
 
 
 class Tower(nn.Module):

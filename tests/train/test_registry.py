@@ -1,16 +1,19 @@
-"""The model registry: every kind names its parts, and configs survive a JSON round trip."""
+"""The model registry: every kind names its parts, configs survive a JSON round trip, and a
+config saved before a field existed means what it meant then."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 
 import pytest
 
 from tests.contracts import CARDS
+from train.artifacts import load_model, save_model
 from train.dlrm import DLRM, DLRMConfig
 from train.registry import MODELS, build, config_from_dict, kind_of, spec
-from train.two_tower import TwoTower
+from train.two_tower import TwoTower, TwoTowerConfig
 
 
 def test_every_kind_is_complete_and_named_once() -> None:
@@ -39,3 +42,14 @@ def test_unknown_kinds_and_fields_are_refused_by_name() -> None:
         config_from_dict("two_tower", {"layers": 3})
     with pytest.raises(TypeError, match="not a registered model"):
         kind_of(TwoTower.__new__(type("Other", (TwoTower,), {})))
+
+
+def test_a_two_tower_saved_before_the_item_residual_loads_without_one(tmp_path: Path) -> None:
+    old = TwoTower(TwoTowerConfig(item_residual=False), CARDS)
+    save_model(old, tmp_path, CARDS)
+    meta = json.loads((tmp_path / "two_tower.json").read_text())
+    del meta["config"]["item_residual"]  # as versions published before it wrote it
+    (tmp_path / "two_tower.json").write_text(json.dumps(meta))
+    loaded = load_model("two_tower", tmp_path)
+    assert loaded.item_tower.residual is None
+    assert TwoTowerConfig().item_residual  # while new models have one
