@@ -317,8 +317,13 @@ def tune(kind: str, model: Any, fitted: Fitted, items: pd.DataFrame, days: Days,
     val = rows(days.val, cache_max_rows=cache_max_rows)
     loop = replace(base, epochs=cfg.epochs, lr=base.lr * cfg.lr_scale, freeze=freeze,
                    seed=cfg.seed)
-    task = (fitted.two_tower_task(items, full_softmax_items) if kind == "two_tower"
-            else None)
+    task = None
+    if kind == "two_tower":  # its validation loss leaves out the clicks it trains on
+        clicks = (read_interactions(cfg.data, days.old + days.new, ("user_id", "item_id",
+                                                                    "label"))
+                  if len(items) <= full_softmax_items else None)
+        task = fitted.two_tower_task(items, full_softmax_items, None if clicks is None
+                                     else clicks[clicks["label"] == 1])
     return fit(kind, model.cfg, fitted.features.cardinalities, train, val, loop, task,
                init=model, run=run)
 

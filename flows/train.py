@@ -90,8 +90,9 @@ class TrainConfig:
     # (step 7b), for the epochs the validation days chose.
     two_tower_refit: bool = True
     # Batch sizes are per worker. Tuned on `small` (20k users, 1M impressions).
-    # Epochs are ceilings: training stops after `patience` epochs without a lower validation
-    # loss (`small` stops the Two-Tower after ~7, MovieLens-100K needs more).
+    # Epochs are ceilings: training stops after `patience` epochs without a better validation
+    # objective (train/loop.py: the DLRM's loss; the Two-Tower's ranking of each validation
+    # click among its user's unclicked items, where the catalog softmax is on).
     two_tower_loop: LoopConfig = field(
         default_factory=lambda: LoopConfig(epochs=20, batch_size=512, lr=0.01))
     dlrm_loop: LoopConfig = field(
@@ -185,6 +186,14 @@ class TrainingRun:
         """Where Ray Train keeps the checkpoints of this run's `kind` model."""
         return RayRun((self.cfg.artifacts / "_runs").resolve(), f"{self.version}-{kind}")
 
+    def two_tower_task(self, fitted: Fitted) -> dict[str, np.ndarray]:
+        """The Two-Tower's task arrays (train/inputs.py `Fitted.two_tower_task`), with the
+        training days' clicks as what its validation loss leaves out."""
+        clicks = read_interactions(self.cfg.data, self.split.train,
+                                   ("user_id", "item_id", "label"))
+        return fitted.two_tower_task(self.items, self.cfg.full_softmax_items,
+                                     clicks[clicks["label"] == 1])
+
     def rows(self, days: tuple[int, ...], fn: ModelInputs, clicks_only: bool) -> Any:
         """The given days as model inputs on Ray Data (train/inputs.py)."""
         return model_rows(self.cfg.data, days, fn, clicks_only, on_ray=True,
@@ -274,8 +283,7 @@ def _train_retrieval(run: TrainingRun, fitted: Fitted, out: Path) -> None:
     fn = ModelInputs(fitted, run.items, MODELS["two_tower"].columns)
     model, history = fit("two_tower", cfg.two_tower, fitted.features.cardinalities,
                          run.rows(run.split.train, fn, True), run.rows(run.split.val, fn, True),
-                         cfg.two_tower_loop,
-                         fitted.two_tower_task(run.items, cfg.full_softmax_items),
+                         cfg.two_tower_loop, run.two_tower_task(fitted),
                          run=run.ray_run("two_tower"))
     save_model(model, out, fitted.features.cardinalities)
     (out / "history.json").write_text(json.dumps(
@@ -379,7 +387,8 @@ def refit_retrieval(run: TrainingRun, fitted: Fitted, bundle: Bundle) -> Bundle:
 def _refit_retrieval(run: TrainingRun, fitted: Fitted, out: Path) -> None:
     cfg, split = run.cfg, run.split
     chosen = _history(run.steps, "train_retrieval")["epochs"]
-    epochs = 1 + min(range(len(chosen)), key=lambda n: chosen[n]["val_loss"])
+    epochs = 1 + min(range(len(chosen)),  # a history from before val_objective: its loss
+                     key=lambda n: chosen[n].get("val_objective", chosen[n]["val_loss"]))
     fn = ModelInputs(fitted, run.items, MODELS["two_tower"].columns)
     # No early stop: the validation days are training rows now. Their loss is still
     # reported (a curve that keeps falling), and the last epoch is the one kept.
@@ -387,7 +396,7 @@ def _refit_retrieval(run: TrainingRun, fitted: Fitted, out: Path) -> None:
                          run.rows(split.train + split.val, fn, True),
                          run.rows(split.val, fn, True),
                          replace(cfg.two_tower_loop, epochs=epochs, patience=None),
-                         fitted.two_tower_task(run.items, cfg.full_softmax_items),
+                         run.two_tower_task(fitted),
                          run=run.ray_run("two_tower" + REFIT))
     save_model(model, out, fitted.features.cardinalities)
     vectors = item_vectors(model, fitted.features.item_table(run.items, fitted.content))

@@ -26,7 +26,7 @@ import joblib
 import numpy as np
 import pandas as pd
 
-from train.features import Features, UserTable, featurize
+from train.features import OOV, Features, UserTable, featurize
 from train.two_tower import CATALOG, ITEM_INPUTS
 
 # Model inputs: featurized columns as arrays (in this process) or a Ray Dataset of them.
@@ -58,16 +58,32 @@ class Fitted:
         if self.content is not None:
             np.save(folder / "item_content.npy", self.content)
 
-    def two_tower_task(self, items: pd.DataFrame, full_softmax_items: int
-                       ) -> dict[str, np.ndarray]:
+    def two_tower_task(self, items: pd.DataFrame, full_softmax_items: int,
+                       seen: pd.DataFrame | None = None) -> dict[str, np.ndarray]:
         """The Two-Tower training wrapper's arrays: the logQ correction, and every catalog
         row's item inputs when the catalog has at most `full_softmax_items` rows, so that
-        the softmax runs over the whole catalog (train/two_tower.py `TwoTowerTrain`)."""
+        the softmax runs over the whole catalog (train/two_tower.py `TwoTowerTrain`); then
+        also `seen` (user_id, item_id: the clicks training learns from) as a CSR of each
+        user code's catalog rows, which the validation loss leaves out."""
         task = {"log_q": self.log_q}
         if len(items) <= full_softmax_items:
             table = self.features.item_table(items, self.content)
             task |= {CATALOG + n: table[n] for n in ITEM_INPUTS}
+            if seen is not None:
+                task |= self.seen_csr(items, seen)
         return task
+
+    def seen_csr(self, items: pd.DataFrame, seen: pd.DataFrame) -> dict[str, np.ndarray]:
+        """`seen_indptr` (users + 1,) and `seen_rows`: each user code's distinct catalog
+        rows among `seen`'s items; users the vocabulary does not know (OOV) and items not in
+        the catalog are left out."""
+        n_users = self.features.cardinalities["user"]
+        user = self.features.lookup("user", seen["user_id"])
+        row = pd.Index(items["item_id"]).get_indexer(seen["item_id"])
+        pairs = np.unique(np.stack([user, row])[:, (user != OOV) & (row >= 0)], axis=1)
+        indptr = np.zeros(n_users + 1, np.int64)
+        np.cumsum(np.bincount(pairs[0], minlength=n_users), out=indptr[1:])
+        return {"seen_indptr": indptr, "seen_rows": pairs[1].astype(np.int64)}
 
     @classmethod
     def load(cls, folder: Path, users: pd.DataFrame) -> Fitted:

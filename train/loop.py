@@ -4,13 +4,14 @@
                    a checkpoint every epoch under `RayRun` (resumed after a worker dies);
                    CPU workers ask for fractional CPUs so that Ray Data keeps CPUs to feed
                    them on a 2-core machine (a whole CPU per worker deadlocks there)
-    arrays         in this process, the same epochs (`_train_epoch`, `_val_loss`): for rows
+    arrays         in this process, the same epochs (`_train_epoch`, `_validate`): for rows
                    that fit in memory, where starting a Ray Train run (workers, process
                    group, checkpoints) would cost more than the epoch itself (daily
                    fine-tuning on a day of data)
 
-Both stop early, after `LoopConfig.patience` epochs without a lower validation loss, and
-return the weights of the epoch with the lowest one with the per-epoch metrics.
+Both stop early, after `LoopConfig.patience` epochs without a better validation objective
+(the loss, or the ranking score of a task that ranks: `_validate`), and return the weights
+of the epoch with the best one with the per-epoch metrics.
 train/inputs.py makes either kind of rows from interaction rows.
 """
 
@@ -61,9 +62,9 @@ class LoopConfig:
     use_gpu: bool = False  # deprecated alias of accelerator="gpu"
     max_failures: int = 1
     seed: int = 0
-    # Stop after this many epochs without a lower validation loss (None: run every epoch):
-    # `epochs` is then a ceiling, and the epochs a dataset needs are found on its own
-    # validation days.
+    # Stop after this many epochs without a better validation objective (None: run every
+    # epoch): `epochs` is then a ceiling, and the epochs a dataset needs are found on its
+    # own validation days.
     patience: int | None = 2
     accelerator: str = "cpu"  # see train/accelerators.py
     neuron_cores_per_worker: int = 1
@@ -124,29 +125,49 @@ def _train_epoch(train: nn.Module, optimizer: torch.optim.Optimizer,
 
 
 @torch.no_grad()
-def _val_loss(train: nn.Module, batches: Iterable[dict[str, np.ndarray]],
-              device: torch.device | None) -> float:
-    """Mean loss over `batches`, summed over every worker when training is distributed."""
+def _validate(train: nn.Module, batches: Iterable[dict[str, np.ndarray]],
+              device: torch.device | None) -> dict[str, float]:
+    """Validation figures over `batches`, summed over every worker when training is
+    distributed: `val_loss`, the mean loss; `val_ranking`, the mean ranking score of a task
+    that has one (its `validation` gives a (B,) score, e.g. the Two-Tower's over the
+    catalog); `val_objective`, what the epochs are chosen by, lower is better: 1 minus the
+    ranking score where there is one, else the loss."""
     train.eval()
-    total = torch.zeros(2, dtype=torch.float64, device=device)  # loss sum, rows
+    task = getattr(train, "module", train)  # under DistributedDataParallel
+    validation = getattr(task, "validation", None)
+    total = torch.zeros(4, dtype=torch.float64, device=device)  # loss, score sums, rows x2
     for batch in batches:
         x = to_tensors(batch, device)
-        total += torch.tensor([float(train(x)) * len(x["label"]), len(x["label"])],
+        loss, score = validation(x) if validation else (train(x), None)
+        n = len(x["label"])
+        total += torch.tensor([float(loss) * n, 0.0 if score is None else float(score.sum()),
+                               n, 0 if score is None else n],
                               dtype=torch.float64, device=device)
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.all_reduce(total)
-    return float(total[0] / total[1].clamp(min=1))
+    out = {"val_loss": float(total[0] / total[2].clamp(min=1))}
+    if total[3] > 0:
+        out["val_ranking"] = float(total[1] / total[3])
+    out["val_objective"] = 1.0 - out["val_ranking"] if "val_ranking" in out \
+        else out["val_loss"]
+    return out
+
+
+def _val_loss(train: nn.Module, batches: Iterable[dict[str, np.ndarray]],
+              device: torch.device | None) -> float:
+    """Mean loss over `batches` (`_validate`'s `val_loss`)."""
+    return _validate(train, batches, device)["val_loss"]
 
 
 class _Patience:
-    """Whether to stop: `patience` epochs in a row without a lower validation loss."""
+    """Whether to stop: `patience` epochs in a row without a lower validation objective."""
 
     def __init__(self, patience: int | None) -> None:
         self.patience, self.best, self.waited = patience, float("inf"), 0
 
-    def stop(self, val_loss: float) -> bool:
-        if val_loss < self.best:
-            self.best, self.waited = val_loss, 0
+    def stop(self, objective: float) -> bool:
+        if objective < self.best:
+            self.best, self.waited = objective, 0
             return False
         self.waited += 1
         return self.patience is not None and self.waited >= self.patience
@@ -189,9 +210,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         total, rows = _train_epoch(train, optimizer, train_shard.iter_batches(
             batch_size=loop.batch_size, batch_format="numpy",
             local_shuffle_buffer_size=4 * loop.batch_size), loop, rng, device)
-        val_loss = _val_loss(train, val_shard.iter_batches(
+        val = _validate(train, val_shard.iter_batches(
             batch_size=loop.batch_size, batch_format="numpy"), device)
-        metrics = {"epoch": epoch, "train_loss": total / max(rows, 1), "val_loss": val_loss,
+        metrics = {"epoch": epoch, "train_loss": total / max(rows, 1), **val,
                    "train_rows": rows, "start_epoch": start_epoch,
                    # this worker's rows over the epoch's wall time, validation included
                    "epoch_seconds": time.perf_counter() - t_epoch}
@@ -202,8 +223,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                             "epoch": epoch}, Path(tmp) / "state.pt")
                 ckpt = ray.train.Checkpoint.from_directory(tmp)
             ray.train.report(metrics, checkpoint=ckpt)
-        # Every worker sees the same all-reduced validation loss, so all stop together.
-        if patience.stop(val_loss):
+        # Every worker sees the same all-reduced validation figures, so all stop together.
+        if patience.stop(val["val_objective"]):
             break
 
 
@@ -215,6 +236,12 @@ def _batches(cols: dict[str, np.ndarray], batch_size: int,
     for s in range(0, n, batch_size):
         at = order[s:s + batch_size]
         yield {k: v[at] for k, v in cols.items()}
+
+
+def _val_line(m: dict[str, Any]) -> str:
+    """"val loss 6.1234" and, where the task ranks, ", val ranking 0.3456"."""
+    ranking = f", val ranking {m['val_ranking']:.4f}" if "val_ranking" in m else ""
+    return f"val loss {m['val_loss']:.4f}{ranking}"
 
 
 def _fit_in_process(kind: str, model_cfg: Any, cards: dict[str, int],
@@ -244,15 +271,15 @@ def _fit_in_process(kind: str, model_cfg: Any, cards: dict[str, int],
             t_epoch = time.perf_counter()
             total, rows = _train_epoch(task, optimizer, _batches(train_cols, loop.batch_size,
                                                                  rng), loop, rng, None)
-            val_loss = _val_loss(task, _batches(val_cols, loop.batch_size), None)
-            history.append({"epoch": epoch, "train_loss": total / max(rows, 1),
-                            "val_loss": val_loss, "train_rows": rows, "start_epoch": 0,
+            val = _validate(task, _batches(val_cols, loop.batch_size), None)
+            history.append({"epoch": epoch, "train_loss": total / max(rows, 1), **val,
+                            "train_rows": rows, "start_epoch": 0,
                             "epoch_seconds": time.perf_counter() - t_epoch})
             print(f"[train]   {kind} epoch {epoch + 1}/{loop.epochs} (in process): train "
-                  f"loss {total / max(rows, 1):.4f}, val loss {val_loss:.4f}", flush=True)
-            if val_loss < patience.best:  # the best epoch so far: keep its weights
+                  f"loss {total / max(rows, 1):.4f}, {_val_line(val)}", flush=True)
+            if val["val_objective"] < patience.best:  # the best epoch so far: keep its weights
                 best = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            if patience.stop(val_loss):
+            if patience.stop(val["val_objective"]):
                 break
     finally:
         torch.set_num_threads(threads)
@@ -295,7 +322,7 @@ def _print_progress(queue: Any, kind: str, epochs: int) -> Iterator[list[dict[st
                 return
             history.append(m)
             print(f"[train]   {kind} epoch {int(m['epoch']) + 1}/{epochs}: "
-                  f"train loss {m['train_loss']:.4f}, val loss {m['val_loss']:.4f} "
+                  f"train loss {m['train_loss']:.4f}, {_val_line(m)} "
                   f"({time.perf_counter() - t0:.0f} s)", flush=True)
 
     thread = threading.Thread(target=pump, daemon=True)
@@ -330,7 +357,8 @@ def scaling(loop: LoopConfig) -> tuple[ray.train.ScalingConfig, TorchConfig | No
 def epoch_figures(history: list[dict[str, Any]]
                   ) -> dict[str, Any]:  # JSON, for a version's manifest
     """The per-epoch figures a version's manifest keeps of a `fit` history."""
-    keep = ("epoch", "train_loss", "val_loss", "train_rows", "start_epoch", "epoch_seconds")
+    keep = ("epoch", "train_loss", "val_loss", "val_ranking", "val_objective", "train_rows",
+            "start_epoch", "epoch_seconds")
     return {"epochs": [{k: float(h[k]) for k in keep if k in h} for h in history]}
 
 
@@ -404,7 +432,7 @@ def _fit_on_ray(kind: str, model_cfg: Any, cards: dict[str, int], train_ds: Any,
             name=run.name,
             failure_config=FailureConfig(max_failures=loop.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=2,
-                                               checkpoint_score_attribute="val_loss",
+                                               checkpoint_score_attribute="val_objective",
                                                checkpoint_score_order="min"),
             # RunConfig's stub is Train V1's; V2 (the default in 2.60) takes UserCallbacks.
             callbacks=[ProgressCallback(progress)],  # type: ignore[list-item]
@@ -415,9 +443,9 @@ def _fit_on_ray(kind: str, model_cfg: Any, cards: dict[str, int], train_ds: Any,
         result = trainer.fit()
     if result.checkpoint is None:
         raise RuntimeError(f"{kind} training finished without a checkpoint: {result.error}")
-    # The epoch with the lowest validation loss, not necessarily the last one.
-    best = min(result.best_checkpoints or [(result.checkpoint, {"val_loss": 0.0})],
-               key=lambda cm: cm[1]["val_loss"])[0]
+    # The epoch with the best validation figure, not necessarily the last one.
+    best = min(result.best_checkpoints or [(result.checkpoint, {"val_objective": 0.0})],
+               key=lambda cm: cm[1]["val_objective"])[0]
     with best.as_directory() as d:
         best_state = torch.load(Path(d) / "state.pt", weights_only=True)
     model = build(kind, model_cfg, cards)

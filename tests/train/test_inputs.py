@@ -121,6 +121,21 @@ def test_the_two_tower_gets_the_catalogs_item_inputs_up_to_the_configured_size()
     assert set(fitted.two_tower_task(ITEMS, full_softmax_items=2)) == {"log_q"}
 
 
+def test_the_two_tower_gets_each_users_training_clicks_as_catalog_rows() -> None:
+    fitted = fit_features(ROWS, USERS, ITEMS, None)
+    seen = pd.DataFrame({"user_id": ["u1", "u1", "u2", "u1", "nobody", "u2"],
+                         "item_id": ["z", "x", "x", "z", "x", "not-in-catalog"]})
+    task = fitted.two_tower_task(ITEMS, full_softmax_items=3, seen=seen)
+    indptr, rows = task["seen_indptr"], task["seen_rows"]
+    assert len(indptr) == fitted.features.cardinalities["user"] + 1
+    row_of = {item: n for n, item in enumerate(ITEMS["item_id"])}
+    for user, items in (("u1", {"x", "z"}), ("u2", {"x"})):  # distinct; unknown ones out
+        code = fitted.features.lookup("user", np.array([user], dtype=object))[0]
+        assert sorted(rows[indptr[code]:indptr[code + 1]]) == sorted(row_of[i] for i in items)
+    assert indptr[1] == indptr[0] == 0 and indptr[-1] == 3  # OOV: none
+    assert "seen_rows" not in fitted.two_tower_task(ITEMS, full_softmax_items=2, seen=seen)
+
+
 def test_a_sample_is_drawn_by_its_seed() -> None:
     rows = pd.concat([ROWS] * 40, ignore_index=True)
     fitted = fit_features(rows, USERS, ITEMS, None)

@@ -15,20 +15,28 @@ import types
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 from ray.train.torch.xla import TorchXLAConfig
 
 from train.dlrm import SPARSE, DLRMConfig
 from train.features import DENSE
-from train.loop import LoopConfig, RayRun, _batches, _val_loss, fit, scaling, worker_device
+from train.loop import (
+    LoopConfig,
+    RayRun,
+    _batches,
+    _val_loss,
+    _validate,
+    fit,
+    scaling,
+    worker_device,
+)
 from train.registry import spec
 
 
 def separable(n: int, seed: int) -> dict[str, Any]:
     """DLRM inputs whose label is 1 exactly for items 3 and 4 of 5."""
-    import numpy as np
-
     rng = np.random.default_rng(seed)
     cols: dict[str, Any] = {name: rng.integers(0, 5, n) for name in SPARSE}
     cols |= {name: np.zeros(n, np.float32) for name in DENSE}
@@ -54,6 +62,27 @@ def test_fit_on_arrays_learns_in_process_stops_early_and_keeps_its_best_epoch() 
     assert again == pytest.approx(min(losses), rel=1e-5)
     with pytest.raises(ValueError, match="Ray Train"):
         fit("dlrm", DLRMConfig(), cards, val, val, LoopConfig(accelerator="gpu"))
+
+
+def test_epochs_are_chosen_by_the_ranking_score_of_a_task_that_ranks() -> None:
+    """A task with `validation` (loss, per-row ranking score) is judged by 1 - its mean
+    score; a task without one by its loss."""
+
+    class Ranks(torch.nn.Module):
+        def forward(self, x: dict[str, torch.Tensor]) -> torch.Tensor:
+            return x["label"].mean() * 2
+
+        def validation(self, x: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+            return self(x), x["label"]
+
+    class Loss(Ranks):
+        validation = None  # type: ignore[assignment]
+
+    val = {"label": np.array([1.0, 0.0, 0.0, 1.0, 1.0], np.float32)}
+    got = _validate(Ranks(), _batches(val, 2), None)
+    assert got == pytest.approx({"val_loss": 1.2, "val_ranking": 0.6, "val_objective": 0.4})
+    assert _validate(Loss(), _batches(val, 2), None) == pytest.approx(
+        {"val_loss": 1.2, "val_objective": 1.2})
 
 
 def test_fit_on_ray_datasets_needs_a_place_for_its_checkpoints() -> None:

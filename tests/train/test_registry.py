@@ -44,12 +44,14 @@ def test_unknown_kinds_and_fields_are_refused_by_name() -> None:
         kind_of(TwoTower.__new__(type("Other", (TwoTower,), {})))
 
 
-def test_a_two_tower_saved_before_the_item_residual_loads_without_one(tmp_path: Path) -> None:
-    old = TwoTower(TwoTowerConfig(item_residual=False), CARDS)
+def test_a_two_tower_saved_before_the_residuals_loads_without_them(tmp_path: Path) -> None:
+    old = TwoTower(TwoTowerConfig(item_residual=False, user_residual=False), CARDS)
     save_model(old, tmp_path, CARDS)
     meta = json.loads((tmp_path / "two_tower.json").read_text())
-    del meta["config"]["item_residual"]  # as versions published before it wrote it
+    for name in ("item_residual", "user_residual"):  # as versions published before them
+        del meta["config"][name]
     (tmp_path / "two_tower.json").write_text(json.dumps(meta))
     loaded = load_model("two_tower", tmp_path)
-    assert loaded.item_tower.residual is None
-    assert TwoTowerConfig().item_residual  # while new models have one
+    assert loaded.item_tower.residual is None and loaded.user_tower.residual is None
+    new = TwoTowerConfig()  # while new models have both
+    assert new.item_residual and new.user_residual

@@ -10,7 +10,14 @@ import torch
 
 from tests.contracts import CARDS, ModelContract, pair_batch, random_batch
 from train.features import ITEM_SPARSE
-from train.two_tower import CATALOG, ITEM_INPUTS, TwoTower, TwoTowerConfig, TwoTowerTrain
+from train.two_tower import (
+    CATALOG,
+    ITEM_INPUTS,
+    TwoTower,
+    TwoTowerConfig,
+    TwoTowerTrain,
+    ranking_score,
+)
 
 
 class TestTwoTower(ModelContract):
@@ -88,6 +95,53 @@ def test_catalog_loss_is_cross_entropy_over_every_catalog_item() -> None:
     assert task(x).item() == pytest.approx(expected, rel=1e-5)
     with pytest.raises(TypeError, match="catalog_price"):
         TwoTowerTrain(model, catalog_price=torch.zeros(7))
+
+
+def test_validation_loss_leaves_out_each_users_training_clicks_but_not_the_target() -> None:
+    """In eval mode, each row's softmax drops the catalog rows its user clicked in training
+    (the seen CSR), except the row's own item; training mode keeps every item."""
+    torch.manual_seed(0)
+    model = TwoTower(TwoTowerConfig(temperature=0.5, learn_temperature=False), CARDS)
+    catalog = random_batch(7, seed=1)
+    x = random_batch(3)
+    x["user"] = torch.tensor([1, 2, 0])  # user code 0 (OOV) has no list
+    x["item_row"] = torch.tensor([4, 3, 6])
+    for n in ITEM_INPUTS:
+        x[n] = catalog[n][x["item_row"]]
+    # user 1 clicked rows 0, 4 (4 is this row's target: kept); user 2 clicked 1, 2, 5
+    seen = {"seen_indptr": torch.tensor([0, 0, 2, 5] + [5] * (CARDS["user"] - 3)),
+            "seen_rows": torch.tensor([0, 4, 1, 2, 5])}
+    task = TwoTowerTrain(model, **seen, **{CATALOG + n: catalog[n] for n in ITEM_INPUTS})
+    u = model.user_embedding(x)
+    v = model.item_embedding({n: catalog[n] for n in ITEM_INPUTS})
+    logits = (u @ v.T / 0.5).detach().numpy()
+    dropped = {0: [0], 1: [1, 2, 5], 2: []}
+    rows = x["item_row"].numpy()
+
+    def ce(i: int, leave_out: list[int]) -> float:
+        keep = [j for j in range(7) if j not in leave_out]
+        return float(np.log(np.exp(logits[i, keep]).sum()) - logits[i, rows[i]])
+
+    task.eval()
+    assert task(x).item() == pytest.approx(np.mean([ce(i, dropped[i]) for i in range(3)]),
+                                           rel=1e-5)
+    # and each row's ranking score ranks its item among the items left in
+    _, score = task.validation(x)
+    ranks = [sum(logits[i, j] > logits[i, rows[i]] for j in range(7) if j not in dropped[i])
+             for i in range(3)]
+    np.testing.assert_allclose(score.numpy(), ranking_score(torch.tensor(ranks)).numpy())
+    task.train()
+    assert task(x).item() == pytest.approx(np.mean([ce(i, []) for i in range(3)]), rel=1e-5)
+    with pytest.raises(TypeError, match="together"):
+        TwoTowerTrain(model, seen_indptr=seen["seen_indptr"])
+
+
+def test_ranking_score_is_the_blends_objective_for_one_relevant_item() -> None:
+    """NDCG@10 and recall@100 of a list holding one relevant item at 0-based `rank`,
+    averaged: rank 0 scores 1, rank 9 (1/log2(11) + 1) / 2, ranks 10-99 a half, 100 none."""
+    got = ranking_score(torch.tensor([0, 9, 10, 99, 100]))
+    np.testing.assert_allclose(got.numpy(), [1.0, (1 / np.log2(11) + 1) / 2, 0.5, 0.5, 0.0],
+                               rtol=1e-6)
 
 
 def test_temperature_is_learned_unless_configured_fixed() -> None:
